@@ -1,0 +1,54 @@
+"""Commands that are not entry points: validate, types, demo."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from kvmguest.cli.main import _finish, cli, config_option
+from kvmguest.model.parser import load
+from kvmguest.model.printer import format_type
+from kvmguest.model.types import builtin_types, framework_type
+from kvmguest.model.validate import validate
+
+
+@cli.command("validate")
+@config_option
+@click.pass_obj
+def validate_cmd(obj: dict[str, Any], config: str | None) -> None:
+    """Check main.cf (and what it includes): exit 0 valid, 1 invalid."""
+    path = config or obj["env"].config
+    cfg, diags = load(path)
+    diags = diags or validate(cfg)
+    if obj["json"]:
+        click.echo(json.dumps({"valid": not diags, "errors": [str(d) for d in diags]}))
+    for d in diags if not obj["json"] else []:
+        click.echo(str(d), err=True)
+    if not diags and not obj["json"]:
+        click.echo(
+            f"{path}: valid ({len(cfg.groups)} group(s), {len(cfg.resources)} resource(s))"
+        )
+    _finish(1 if diags else 0)
+
+
+@cli.command("types")
+@click.option("--all", "show_all", is_flag=True, help="also the agent-framework statics")
+def types_cmd(show_all: bool) -> None:
+    """Print the built-in type definitions in types.cf syntax."""
+    for tdef in builtin_types().values():
+        click.echo(format_type(tdef))
+    if show_all:
+        click.echo("// Agent-framework statics every type inherits (VCS defaults); the")
+        click.echo("// values in the types above take precedence.")
+        click.echo(format_type(framework_type()))
+
+
+@cli.command("demo")
+@click.option("--workdir", type=click.Path(file_okay=False), help="keep the demo files here")
+def demo_cmd(workdir: str | None) -> None:
+    """Run the agent on libvirt's in-process test driver: online, monitor, crash, clean."""
+    from kvmguest.cli.demo import run_demo
+
+    _finish(run_demo(workdir))

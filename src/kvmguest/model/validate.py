@@ -1,0 +1,258 @@
+"""Semantic checks of a parsed configuration. Each problem is one ``file:line:col`` line.
+
+Nothing is started from a configuration that has any of these errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
+
+from kvmguest.model.attributes import AttrDef, ValueError_, coerce
+from kvmguest.model.config import Block, Config, Diagnostic, Pos
+from kvmguest.model.types import KVMGUEST, effective_attrs, merged_types, object_types
+
+# Checks of one attribute's whole value, for the attributes whose meaning we know beyond
+# their type: (attribute) -> function(value as association) -> list of messages.
+AssocCheck = Callable[[dict[str, str]], list[str]]
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def check_rhevminfo(info: dict[str, str]) -> list[str]:
+    if info.get("Enabled", "0") != "1":
+        return []
+    errors: list[str] = []
+    url = info.get("URL", "NONE")
+    parts = urlsplit(url) if url not in ("", "NONE") else None
+    if parts is None:
+        errors.append("RHEVMInfo.URL is required when RHEVMInfo.Enabled = 1")
+    elif parts.scheme != "https":
+        errors.append(
+            f"RHEVMInfo.URL must be https:// (the RHV-M API is only spoken over TLS), not {url!r}"
+        )
+    elif not parts.hostname:
+        errors.append(f"RHEVMInfo.URL {url!r} has no host name")
+    for key in ("User", "Password", "Cluster"):
+        if info.get(key, "NONE") in ("", "NONE"):
+            errors.append(f"RHEVMInfo.{key} is required when RHEVMInfo.Enabled = 1")
+    return errors
+
+
+def check_ceinfo(info: dict[str, str]) -> list[str]:
+    if info.get("Enabled", "0") != "1":
+        return []
+    if info.get("CESystem", "NONE") in ("", "NONE"):
+        return ["CEInfo.CESystem is required when CEInfo.Enabled = 1"]
+    return []
+
+
+def check_dropts(opts: dict[str, str]) -> list[str]:
+    try:
+        from kvmguest.guest.payload import validate_dropts
+    except ImportError:  # the guest package is optional in a trimmed install
+        return []
+    return validate_dropts(opts)
+
+
+ASSOC_CHECKS: dict[str, AssocCheck] = {
+    "RHEVMInfo": check_rhevminfo,
+    "CEInfo": check_ceinfo,
+    "DROpts": check_dropts,
+}
+BOOLEAN_KEYS = {
+    "RHEVMInfo": ("Enabled", "UseManualRHEVMFencing"),
+    "CEInfo": ("Enabled", "FaultOnHBLoss"),
+    "DROpts": ("ConfigureNetwork",),
+}
+
+
+class _Validator:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.diags: list[Diagnostic] = []
+        self.types = merged_types(cfg.types)
+
+    def error(self, pos: Pos, message: str) -> None:
+        self.diags.append(Diagnostic(pos, message))
+
+    def value(self, block: Block, adef: AttrDef, value: object, where: str) -> None:
+        pos = block.position(adef.name)
+        try:
+            coerce(adef, value)  # type: ignore[arg-type]
+        except ValueError_ as e:
+            self.error(pos, f"{block.kind} {block.name}: {e}")
+            return
+        if isinstance(value, dict) and adef.name in BOOLEAN_KEYS:
+            for key in BOOLEAN_KEYS[adef.name]:
+                if key in value and value[key] not in ("0", "1"):
+                    self.error(pos, f"{where}{adef.name}.{key} must be 0 or 1, not {value[key]!r}")
+
+    def attributes(self, block: Block, attrs: dict[str, AttrDef], resource: bool) -> None:
+        systems = self.cfg.systems
+        for name in block.attrs.keys() | block.local.keys():
+            adef = attrs.get(name)
+            if adef is None:
+                self.error(
+                    block.position(name),
+                    f"{block.kind} {block.name}: unknown attribute {name!r}"
+                    + _suggest(name, attrs),
+                )
+                continue
+            if name in block.attrs:
+                self.value(block, adef, block.attrs[name], "")
+            for system, val in block.local.get(name, {}).items():
+                if adef.static:
+                    self.error(
+                        block.position(name),
+                        f"{block.kind} {block.name}: {name} is static and cannot be local "
+                        f"({name}@{system})",
+                    )
+                if systems and system not in systems:
+                    self.error(
+                        block.position(name),
+                        f"{block.kind} {block.name}: {name}@{system}: no system named {system!r}"
+                        + _suggest(system, systems),
+                    )
+                self.value(block, adef, val, f"{name}@{system}: ")
+        if resource:
+            self.semantic(block, attrs)
+
+    def semantic(self, block: Block, attrs: dict[str, AttrDef]) -> None:
+        if block.kind != KVMGUEST:
+            return
+        if block.attrs.get("GuestName") in (None, ""):
+            local = block.local.get("GuestName", {})
+            needed = self._systems_of(block)
+            if not needed or any(local.get(s) in (None, "") for s in needed):
+                self.error(block.pos, f"KVMGuest {block.name}: GuestName is required")
+        for attr, check in ASSOC_CHECKS.items():
+            for system in [None, *block.local.get(attr, {})]:
+                raw = block.raw(attr, system)
+                if not isinstance(raw, dict):
+                    continue
+                merged = dict(attrs[attr].default_value())  # type: ignore[arg-type]
+                merged.update(raw)
+                where = f"@{system}" if system else ""
+                for msg in check(merged):
+                    self.error(block.position(attr), f"KVMGuest {block.name}{where}: {msg}")
+
+    def _systems_of(self, block: Block) -> list[str]:
+        group = self.cfg.groups.get(block.group or "")
+        sl = group.attrs.get("SystemList") if group else None
+        return list(sl) if isinstance(sl, dict) else list(self.cfg.systems)
+
+    def groups(self) -> None:
+        systems = self.cfg.systems
+        for group in self.cfg.groups.values():
+            sl = group.attrs.get("SystemList")
+            if isinstance(sl, dict) and systems:
+                for name in sl:
+                    if name not in systems:
+                        self.error(
+                            group.position("SystemList"),
+                            f"group {group.name}: SystemList names {name!r}, "
+                            "which is not a system" + _suggest(name, systems),
+                        )
+            asl = group.attrs.get("AutoStartList")
+            if isinstance(asl, list) and isinstance(sl, dict):
+                for name in asl:
+                    if name not in sl:
+                        self.error(
+                            group.position("AutoStartList"),
+                            f"group {group.name}: AutoStartList names {name!r}, "
+                            "which is not in its SystemList",
+                        )
+            mf = group.attrs.get("ManageFaults")
+            if isinstance(mf, str) and mf not in ("ALL", "NONE"):
+                self.error(
+                    group.position("ManageFaults"),
+                    f"group {group.name}: ManageFaults is ALL or NONE, not {mf!r}",
+                )
+
+    def links(self) -> None:
+        res = self.cfg.resources
+        edges: dict[str, list[str]] = {}
+        for link in self.cfg.links:
+            missing = [n for n in (link.parent, link.child) if n not in res]
+            for n in missing:
+                self.error(link.pos, f"requires: no resource named {n!r}" + _suggest(n, res))
+            if missing:
+                continue
+            if link.parent == link.child:
+                self.error(link.pos, f"requires: {link.parent} cannot require itself")
+                continue
+            if res[link.parent].group != res[link.child].group:
+                self.error(
+                    link.pos,
+                    f"requires: {link.parent} and {link.child} are in different groups "
+                    "(link groups with 'requires group')",
+                )
+            edges.setdefault(link.parent, []).append(link.child)
+        cycle = find_cycle(edges)
+        if cycle:
+            first = next(lk for lk in self.cfg.links if lk.parent == cycle[0])
+            self.error(first.pos, "requires: dependency cycle " + " -> ".join(cycle))
+        for glink in self.cfg.group_links:
+            if glink.child_group not in self.cfg.groups:
+                self.error(glink.pos, f"requires group: no group named {glink.child_group!r}")
+
+    def run(self) -> list[Diagnostic]:
+        objects = object_types()
+        if self.cfg.cluster is not None:
+            self.attributes(self.cfg.cluster, objects["cluster"].attrs, resource=False)
+        for system in self.cfg.systems.values():
+            self.attributes(system, objects["system"].attrs, resource=False)
+        for group in self.cfg.groups.values():
+            self.attributes(group, objects["group"].attrs, resource=False)
+        self.groups()
+        for block in self.cfg.resources.values():
+            tdef = self.types.get(block.kind)
+            if tdef is None:
+                self.error(
+                    block.pos,
+                    f"resource {block.name}: unknown type {block.kind!r}"
+                    + _suggest(block.kind, self.types),
+                )
+                continue
+            self.attributes(block, effective_attrs(tdef), resource=True)
+        self.links()
+        return sorted(self.diags, key=lambda d: (d.pos.file, d.pos.line, d.pos.col))
+
+
+def find_cycle(edges: dict[str, list[str]]) -> list[str]:
+    """A cycle in a directed graph as [a, b, ..., a], or [] when there is none."""
+    white, grey, black = 0, 1, 2
+    color: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        color[node] = grey
+        stack.append(node)
+        for nxt in edges.get(node, []):
+            c = color.get(nxt, white)
+            if c == grey:
+                return [*stack[stack.index(nxt) :], nxt]
+            if c == white:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        color[node] = black
+        return []
+
+    for node in sorted(edges):
+        if color.get(node, white) == white:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def validate(cfg: Config) -> list[Diagnostic]:
+    return _Validator(cfg).run()
+
