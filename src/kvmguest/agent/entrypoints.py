@@ -263,7 +263,9 @@ def action(ctx: Context, token: str, args: list[str]) -> Outcome:
         ok, problems = ctx.hv.dev_scan(p, deadline)
         lines = [f"missing: {x}" for x in problems] + [f"ok: {x}" for x in ok]
         if problems:
-            return Outcome(False, f"{len(problems)} device(s) missing", output=_cap("\n".join(lines)))
+            return Outcome(
+                False, f"{len(problems)} device(s) missing", output=_cap("\n".join(lines))
+            )
         return Outcome(True, f"all {len(ok)} device(s) present", output=_cap("\n".join(lines)))
     except (AgentError, DeadlineExceeded) as e:
         return Outcome(False, f"action {token} on {p.resource} failed: {e}")

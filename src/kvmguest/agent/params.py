@@ -24,6 +24,11 @@ def _assoc(value: Typed) -> dict[str, str]:
     return {k: str(v) for k, v in value.items()}
 
 
+def _int(value: Typed) -> int:
+    assert isinstance(value, int)
+    return value
+
+
 def _set(value: str | None) -> str | None:
     return None if value is None or value in UNSET else value
 
@@ -150,8 +155,8 @@ class Loaded:
             group=block.group,
             system=system,
             guest_name=str(values["GuestName"]),
-            delay_online=int(values["DelayAfterGuestOnline"]),
-            delay_offline=int(values["DelayAfterGuestOffline"]),
+            delay_online=_int(values["DelayAfterGuestOnline"]),
+            delay_offline=_int(values["DelayAfterGuestOffline"]),
             sync_dir=_set(str(values["SyncDir"])),
             config_file=_set(str(values["GuestConfigFilePath"])),
             resync=bool(values["ResyncVMCfg"]),

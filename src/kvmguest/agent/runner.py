@@ -26,9 +26,7 @@ class Env:
     uri: str | None = None
 
     @classmethod
-    def from_environ(
-        cls, config: str | None, system: str | None, uri: str | None
-    ) -> Env:
+    def from_environ(cls, config: str | None, system: str | None, uri: str | None) -> Env:
         return cls(
             config=config or os.environ.get("KVMGUEST_CONFIG", DEFAULT_CONFIG),
             system=local_system(system),

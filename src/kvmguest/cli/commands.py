@@ -27,9 +27,7 @@ def validate_cmd(obj: dict[str, Any], config: str | None) -> None:
     for d in diags if not obj["json"] else []:
         click.echo(str(d), err=True)
     if not diags and not obj["json"]:
-        click.echo(
-            f"{path}: valid ({len(cfg.groups)} group(s), {len(cfg.resources)} resource(s))"
-        )
+        click.echo(f"{path}: valid ({len(cfg.groups)} group(s), {len(cfg.resources)} resource(s))")
     _finish(1 if diags else 0)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import libvirt
 from rich.console import Console
 
+import libvirt
 from kvmguest.agent import entrypoints as ep
 from kvmguest.agent.params import Loaded
 from kvmguest.agent.runner import Env, context

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import libvirt
-
 from kvmguest.deadline import Deadline, DeadlineExceeded, call_with_deadline
 from kvmguest.errors import AgentError, Unreachable
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-
 from kvmguest.agent.params import GuestParams, SystemInfo
 from kvmguest.deadline import Deadline
 from kvmguest.errors import AgentError, ConfigError, Unreachable
@@ -128,7 +127,10 @@ class LibvirtKVM:
                 dom = conn.lookupByName(name)
                 state, reason = dom.state()
                 job_op = None
-                if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
+                if (
+                    state == libvirt.VIR_DOMAIN_PAUSED
+                    and reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION
+                ):
                     job_op = int(dom.jobStats().get("operation", 0))
             except libvirt.libvirtError as e:
                 if error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:
@@ -385,7 +387,7 @@ class LibvirtKVM:
         problems: list[str] = []
         for disk in ET.fromstring(xml).iter("disk"):
             device = disk.get("device", "disk")
-            target = (disk.find("target").get("dev") if disk.find("target") is not None else "?")  # type: ignore[union-attr]
+            target = disk.find("target").get("dev") if disk.find("target") is not None else "?"  # type: ignore[union-attr]
             src = disk.find("source")
             label = f"{device} {target}"
             if src is None:
@@ -398,7 +400,9 @@ class LibvirtKVM:
             if path is None and src.get("pool") and src.get("volume"):
                 path = self._volume_path(conn, src.get("pool", ""), src.get("volume", ""), deadline)
                 if path is None:
-                    problems.append(f"{label}: volume {src.get('pool')}/{src.get('volume')} missing")
+                    problems.append(
+                        f"{label}: volume {src.get('pool')}/{src.get('volume')} missing"
+                    )
                     continue
             if path is None:
                 ok.append(f"{label}: {src.get('protocol', 'network')} source, not checked here")
@@ -467,4 +471,3 @@ def _job_progress(dom: Any) -> str:
         done = 100 * (total - remaining) / total
         return f"migrating: {done:.0f}% of memory sent, {remaining >> 20} MiB left, {elapsed:.0f} s"
     return f"migrating: {elapsed:.0f} s"
-

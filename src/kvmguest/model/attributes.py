@@ -93,9 +93,7 @@ def coerce(adef: AttrDef, value: Value) -> Typed:
     if adef.keys:
         for key in value:
             if key not in adef.keys:
-                raise ValueError_(
-                    f"{adef.name} has no key {key!r} (keys: {', '.join(adef.keys)})"
-                )
+                raise ValueError_(f"{adef.name} has no key {key!r} (keys: {', '.join(adef.keys)})")
     if adef.type is AttrType.STR:
         return dict(value)
     out: dict[str, int] = {}

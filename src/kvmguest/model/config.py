@@ -109,7 +109,9 @@ class Config:
             return self.resources[name]
         except KeyError:
             known = ", ".join(sorted(self.resources)) or "none"
-            raise KeyError(f"{self.path}: no resource named {name!r} (resources: {known})") from None
+            raise KeyError(
+                f"{self.path}: no resource named {name!r} (resources: {known})"
+            ) from None
 
     def group_resources(self, group: str) -> list[Block]:
         return [r for r in self.resources.values() if r.group == group]

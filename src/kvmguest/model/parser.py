@@ -56,6 +56,7 @@ _TERMINAL_NAMES = {
     "$END": "end of file",
 }
 MAX_INCLUDE_DEPTH = 16
+_TYPE_BODY_ONLY = {"T_STR", "T_INT", "T_BOOLEAN", "T_KEYLIST", "STATIC", "TEMP"}
 
 
 @cache
@@ -88,8 +89,12 @@ def _syntax_message(err: UnexpectedInput) -> str:
     if isinstance(err, UnexpectedToken):
         tok = err.token
         got = "end of file" if tok.type == "$END" else repr(str(tok))
+        # LALR merges states of type bodies and attribute blocks; keep the hint to
+        # what is useful in either.
         expected = sorted(
-            _TERMINAL_NAMES.get(t, t.lower()) for t in err.expected if not t.startswith("__")
+            _TERMINAL_NAMES.get(t, t.lower())
+            for t in err.expected
+            if not t.startswith("__") and t not in _TYPE_BODY_ONLY
         )
         hint = f"; expected {', '.join(expected)}" if expected else ""
         return f"unexpected {got}{hint}"
@@ -172,14 +177,13 @@ class _Builder:
                 continue
             mods = {str(m.children[0]) for m in decl.children if _is(m, "modifier")}
             typename = next(m for m in decl.children if _is(m, "typename"))
-            attr_tok = next(
-                c for c in decl.children if isinstance(c, Token) and c.type == "WORD"
-            )
+            attr_tok = next(c for c in decl.children if isinstance(c, Token) and c.type == "WORD")
             dim_tree = next(
                 (c for c in decl.children if _is(c, "vector") or _is(c, "association")), None
             )
             default_tree = next((c for c in decl.children if _is(c, "default")), None)
-            tname = str(typename.children[0])  # type: ignore[union-attr]
+            assert isinstance(typename, Tree)
+            tname = str(typename.children[0])
             if tname == "keylist":
                 atype, dim = AttrType.STR, Dimension.KEYLIST
             else:
@@ -265,9 +269,9 @@ def _is(node: object, data: str) -> bool:
     return isinstance(node, Tree) and node.data == data
 
 
-def parse_text(text: str, file: str, config: Config | None = None) -> tuple[
-    Config, list[Diagnostic], list[tuple[str, Pos]]
-]:
+def parse_text(
+    text: str, file: str, config: Config | None = None
+) -> tuple[Config, list[Diagnostic], list[tuple[str, Pos]]]:
     """Parse one file into ``config`` (a new one if None): (config, diagnostics, includes)."""
     cfg = config if config is not None else Config(path=file)
     diags: list[Diagnostic] = []

@@ -12,7 +12,7 @@ from kvmguest.model.attributes import AttrDef, AttrType, Dimension, Value
 from kvmguest.model.config import Block, Config, TypeDef
 
 # What may stand unquoted; anything else (and the grammar's keywords) is quoted.
-_BARE = re.compile(r"^[A-Za-z0-9_.:+\-]+$")
+_BARE = re.compile(r"[A-Za-z0-9_.:+\-]+")
 _KEYWORDS = {
     "include", "cluster", "system", "group", "type", "requires", "static", "temp",
     "str", "int", "boolean", "keylist",
@@ -24,7 +24,7 @@ def _string(text: str) -> str:
 
 
 def quote(text: str) -> str:
-    return text if _BARE.match(text) and text not in _KEYWORDS else _string(text)
+    return text if _BARE.fullmatch(text) and text not in _KEYWORDS else _string(text)
 
 
 def format_value(value: Value) -> str:

@@ -213,7 +213,7 @@ def kvm_state(
         return online(100, st.name.lower())
 
     if st is DomState.PAUSED:
-        what = _name(PausedReason, reason)
+        what = "I/O error" if reason == PausedReason.IOERROR else _name(PausedReason, reason)
         if reason == PausedReason.STARTING_UP:
             return online(10, "paused: starting up")
         if reason == PausedReason.MIGRATION:

@@ -255,4 +255,3 @@ def find_cycle(edges: dict[str, list[str]]) -> list[str]:
 
 def validate(cfg: Config) -> list[Diagnostic]:
     return _Validator(cfg).run()
-

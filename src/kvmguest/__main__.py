@@ -1,0 +1,3 @@
+from kvmguest.cli.main import main
+
+main()

@@ -1,0 +1,276 @@
+"""Every entry point and action on libvirt's test:///default driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import libvirt
+from kvmguest.agent import entrypoints as ep
+from kvmguest.model.states import ResourceState
+
+from .conftest import URI, Guest, guest_xml
+
+KVMGUEST = [sys.executable, "-m", "kvmguest"]
+
+
+def test_online_defines_from_file_and_monitor_reports_110(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"')
+    assert ep.monitor(ctx).exit_code == 100  # not defined yet
+    out = ep.online(ctx)
+    assert out.ok, out.message
+    assert guest.domain().isActive()
+    r = ep.monitor(ctx)
+    assert (r.state, r.confidence, r.exit_code) == (ResourceState.ONLINE, 100, 110)
+
+
+def test_online_twice_never_starts_twice(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"')
+    assert ep.online(ctx).ok
+    dom_id = guest.domain().ID()
+    again = ep.online(ctx)
+    assert again.ok and "already online" in again.message
+    assert guest.domain().ID() == dom_id  # the same running instance
+
+
+def test_online_without_definition_or_file_fails_clearly(guest: Guest) -> None:
+    out = ep.online(guest.configure())
+    assert not out.ok
+    assert "not defined on this host and GuestConfigFilePath is not set" in out.message
+
+
+def test_online_with_unreadable_config_file(guest: Guest) -> None:
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.tmp}/absent.xml"')
+    out = ep.online(ctx)
+    assert not out.ok and "absent.xml: cannot read" in out.message
+    assert not guest.defined()
+
+
+def test_online_with_invalid_or_wrong_config_file(guest: Guest) -> None:
+    guest.xml_path.write_text("<domain><name>oops")
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"')
+    out = ep.online(ctx)
+    assert not out.ok and "not valid XML" in out.message
+    guest.xml_path.write_text(guest_xml("someone-else"))
+    out = ep.online(ctx)
+    assert not out.ok and "defines 'someone-else'" in out.message
+    assert not guest.defined()
+
+
+def test_resync_redefines_only_when_the_file_changed(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name, memory_mib=128))
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"\n ResyncVMCfg = 1')
+    assert ep.online(ctx).ok and ep.offline(ctx).ok
+    guest.xml_path.write_text(guest_xml(guest.name, memory_mib=256))
+    assert ep.online(ctx).ok
+    assert guest.domain().maxMemory() == 256 * 1024
+    assert ep.offline(ctx).ok
+    # Without ResyncVMCfg the existing definition stays.
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"')
+    guest.xml_path.write_text(guest_xml(guest.name, memory_mib=512))
+    assert ep.online(ctx).ok
+    assert guest.domain().maxMemory() == 256 * 1024
+
+
+def test_offline_copies_definition_to_syncdir_atomically(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"\n SyncDir = "{guest.sync}"')
+    assert ep.online(ctx).ok
+    out = ep.offline(ctx)
+    assert out.ok and out.warnings == []
+    assert ep.monitor(ctx).state is ResourceState.OFFLINE
+    copied = guest.sync / f"{guest.name}.xml"
+    assert f"<name>{guest.name}</name>" in copied.read_text()
+    assert sorted(p.name for p in guest.sync.iterdir()) == [copied.name]  # no temp left
+
+
+def test_clean_destroys_and_logs_reason(guest: Guest, caplog: object) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"\n SyncDir = "{guest.sync}"')
+    assert ep.online(ctx).ok
+    out = ep.clean(ctx, 4)
+    assert out.ok and "reason 4" in out.message
+    assert not guest.domain().isActive()
+    assert (guest.sync / f"{guest.name}.xml").exists()
+    assert not ep.clean(ctx, 9).ok
+
+
+def test_clean_with_unwritable_syncdir_still_destroys(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    missing = guest.tmp / "no-such-dir"
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"\n SyncDir = "{missing}"')
+    assert ep.online(ctx).ok
+    out = ep.clean(ctx, 2)
+    assert out.ok
+    assert not guest.domain().isActive()
+    assert out.warnings and "could not copy" in out.warnings[0] and str(missing) in out.warnings[0]
+
+
+def test_paused_guest_is_online_20(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"')
+    assert ep.online(ctx).ok
+    guest.domain().suspend()
+    r = ep.monitor(ctx)
+    assert (r.state, r.confidence, r.exit_code) == (ResourceState.ONLINE, 20, 102)
+
+
+def test_unreachable_libvirt_is_unknown_not_offline(guest: Guest) -> None:
+    from kvmguest.agent.runner import Env, context
+    from kvmguest.hypervisors.libvirt_kvm import LibvirtKVM
+
+    guest.configure()
+    bad = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+    ctx = context(Env(str(guest.cfg_path), "hostA", bad), guest.res, hv=LibvirtKVM(bad))
+    r = ep.monitor(ctx)
+    assert r.state is ResourceState.UNKNOWN and r.exit_code == 99
+    assert not ep.online(ctx).ok
+
+
+def test_migrate_refusals(guest: Guest) -> None:
+    ctx = guest.configure(
+        'DROpts = { ConfigureNetwork = 1, IPAddress = "192.0.2.5", Netmask = "24" }'
+    )
+    out = ep.migrate(ctx, "hostC")
+    assert not out.ok and "disaster recovery" in out.message and "another site" in out.message
+    assert not ep.migrate(ctx, "hostZ").ok
+    assert "already on hostA" in ep.migrate(ctx, "hostA").message
+
+
+def test_migrate_failure_leaves_guest_running(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"')
+    assert ep.online(ctx).ok
+    out = ep.migrate(ctx, "hostB")  # the test driver cannot migrate
+    assert not out.ok
+    assert ep.monitor(ctx).state is ResourceState.ONLINE
+
+
+def test_ceinfo_heartbeat(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    base = f'GuestConfigFilePath = "{guest.xml_path}"\n'
+    ctx = guest.configure(base + "CEInfo = { Enabled = 1, CESystem = hostB }")
+    assert ep.online(ctx).ok
+    assert ep.monitor(ctx).exit_code == 110  # hostB answers (test driver)
+    ctx = guest.configure(base + "CEInfo = { Enabled = 1, CESystem = hostC }")
+    r = ep.monitor(ctx)
+    assert r.state is ResourceState.OFFLINE and "heartbeat" in r.detail
+    ctx = guest.configure(base + "CEInfo = { Enabled = 1, CESystem = hostC, FaultOnHBLoss = 0 }")
+    assert ep.monitor(ctx).state is ResourceState.UNKNOWN
+
+
+def test_actions(guest: Guest) -> None:
+    disk = guest.tmp / "disk.img"
+    disk.write_bytes(b"\0" * 512)
+    guest.xml_path.write_text(guest_xml(guest.name, disk=disk))
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"\n SyncDir = "{guest.sync}"')
+    assert ep.online(ctx).ok
+    out = ep.action(ctx, "vmconfigsync", [])
+    assert out.ok and (guest.sync / f"{guest.name}.xml").exists()
+    out = ep.action(ctx, "guestmigrated", [])
+    assert out.ok and "runs here" in out.output
+    out = ep.action(ctx, "DevScan", [])
+    assert out.ok and str(disk) in out.output
+    disk.unlink()
+    out = ep.action(ctx, "DevScan", [])
+    assert not out.ok and f"{disk} is missing" in out.output
+    out = ep.action(ctx, "reboot", [])
+    assert not out.ok and "not supported" in out.message
+
+
+def test_vmconfigsync_without_syncdir(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    ctx = guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"')
+    out = ep.action(ctx, "vmconfigsync", [])
+    assert not out.ok and "SyncDir is not set" in out.message
+
+
+def test_action_output_is_capped() -> None:
+    assert len(ep._cap("x" * 10000).encode()) <= ep.ACTION_OUTPUT_LIMIT
+
+
+# --- the one-shot CLI -------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KVMGUEST, *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_cli_monitor_exit_codes_and_json(guest: Guest) -> None:
+    # test:///default is per process: the CLI sees the driver's own running "test" domain.
+    cfg = guest.tmp / "cli.cf"
+    cfg.write_text(
+        "group g ( )\nKVMGuest t ( GuestName = test )\nKVMGuest n ( GuestName = nope )\n"
+    )
+    r = run_cli("--connect", URI, "monitor", "t", "-c", str(cfg))
+    assert r.returncode == 110 and "ONLINE" in r.stdout
+    r = run_cli("--connect", URI, "--json", "monitor", "n", "-c", str(cfg))
+    assert r.returncode == 100
+    assert json.loads(r.stdout) == {"state": "OFFLINE", "confidence": 0,
+                                    "detail": "not defined on this host"}  # fmt: skip
+    r = run_cli("--connect", URI, "monitor", "zzz", "-c", str(cfg))
+    assert r.returncode == 99 and "no resource named 'zzz'" in r.stderr
+    cfg.write_text("group g (\n")
+    r = run_cli("--connect", URI, "monitor", "t", "-c", str(cfg))
+    assert r.returncode == 99 and "cli.cf:1:9: unexpected end of file" in r.stderr
+
+
+def test_cli_validate(tmp_path: Path) -> None:
+    good = tmp_path / "good.cf"
+    good.write_text("group g ( )\nKVMGuest v ( GuestName = v )\n")
+    assert run_cli("validate", "-c", str(good)).returncode == 0
+    bad = tmp_path / "bad.cf"
+    bad.write_text("group g ( )\nKVMGuest v ( GuestName = v\n  DROpts = { Foo = 1 } )\n")
+    r = run_cli("validate", "-c", str(bad))
+    assert r.returncode == 1
+    assert f"{bad}:3:3: KVMGuest v: DROpts has no key 'Foo'" in r.stderr
+
+
+def test_cli_online_offline_clean_action(guest: Guest) -> None:
+    guest.xml_path.write_text(guest_xml(guest.name))
+    guest.configure(f'GuestConfigFilePath = "{guest.xml_path}"')
+    args = ["--connect", URI, "--system", "hostA"]
+    # Each process has its own test driver: online defines and starts within it.
+    r = run_cli(*args, "online", guest.res, "-c", str(guest.cfg_path))
+    assert r.returncode == 0, r.stderr
+    r = run_cli(*args, "offline", guest.res, "-c", str(guest.cfg_path))
+    assert r.returncode == 0 and "already offline" in r.stdout
+    r = run_cli(*args, "clean", guest.res, "--reason", "7", "-c", str(guest.cfg_path))
+    assert r.returncode == 2  # usage error: reason out of range
+    r = run_cli(*args, "action", guest.res, "bogus", "-c", str(guest.cfg_path))
+    assert r.returncode == 1 and "not supported" in r.stderr
+
+
+def test_cli_types_prints_the_seed_type() -> None:
+    r = run_cli("types")
+    assert r.returncode == 0
+    assert "static int MigrateTimeout = 300" in r.stdout
+    assert "str DROpts{} = { ConfigureNetwork = 0" in r.stdout
+
+
+def test_demo_runs() -> None:
+    r = run_cli("demo")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "demo passed" in r.stdout
+
+
+def test_libvirt_connection_error_classification() -> None:
+    from kvmguest.hypervisors.libvirt_conn import is_connection_error
+
+    try:
+        libvirt.open("qemu+unix:///system?socket=/nonexistent/sock")
+    except libvirt.libvirtError as e:
+        assert is_connection_error(e)
+    conn = libvirt.open(URI)
+    try:
+        conn.lookupByName("definitely-not-there")
+    except libvirt.libvirtError as e:
+        assert not is_connection_error(e)
