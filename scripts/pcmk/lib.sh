@@ -2,6 +2,7 @@
 # Shared helpers for scripts/pcmk/one-node.sh and scripts/pcmk/two-node.sh.
 # Sourced, not executed. Every wait here is bounded by a deadline.
 
+# shellcheck disable=SC2034  # used by the sourcing scripts
 PCMK_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
@@ -48,6 +49,7 @@ pid_alive() {
 # descendants PID -- every descendant pid of PID (depth first), one per line.
 descendants() {
     local pid=$1 child
+    # shellcheck disable=SC2013  # the file is a space separated list of pids
     for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
         echo "$child"
         descendants "$child"

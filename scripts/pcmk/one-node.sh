@@ -97,6 +97,7 @@ do_start() {
         || die "corosync not ready; see $STATE/log/corosync.log"
 
     log "starting pacemakerd"
+    # shellcheck disable=SC2016  # $$ is the inner shell's pid, on purpose
     setsid -f env -i PATH="$PATH" LC_ALL=C PCMK_logfile="$STATE/log/pacemaker.log" \
         bash -c 'echo $$ >"$1"; exec pacemakerd' _ "$STATE/pacemakerd.pid" \
         </dev/null >>"$STATE/log/pacemakerd.out" 2>&1
@@ -137,8 +138,9 @@ do_stop() {
             *) continue ;;
         esac
         [[ $(readlink "$p/ns/pid" 2>/dev/null) == "$host_pidns" ]] || continue
-        tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qx "PCMK_logfile=$STATE/log/pacemaker.log" \
-            || continue
+        pid_alive "${p#/proc/}" || continue
+        { tr '\0' '\n' <"$p/environ"; } 2>/dev/null \
+            | grep -qx "PCMK_logfile=$STATE/log/pacemaker.log" || continue
         orphan+=("${p#/proc/}")
     done
     if (( ${#orphan[@]} )); then
@@ -155,6 +157,7 @@ do_status() {
         return 3
     fi
     crm_mon -1 || true
+    # shellcheck disable=SC2119  # no prefix: crm_mon runs on the host
     EXPECT_NODES=1 cluster_online
 }
 

@@ -10,8 +10,12 @@
 #   two-node.sh exec NODE CMD...      run CMD inside NODE's namespaces (nsenter)
 #   two-node.sh crash NODE            SIGKILL every process of NODE (corosync, pacemaker,
 #                                     libvirtd, qemu, ...): a power loss; the namespaces stay
-#   two-node.sh boot NODE             after a crash: clear NODE's /run, start corosync+pacemaker
-#   two-node.sh libvirtd NODE         start virtlogd+libvirtd inside NODE
+#   two-node.sh crash NODE --cluster-only
+#                                     SIGKILL only corosync + pacemaker (libvirtd and guests
+#                                     survive: what a split brain without fencing looks like)
+#   two-node.sh boot NODE             after a crash: clear NODE's /run, start libvirtd (if it
+#                                     had been started before) then corosync+pacemaker
+#   two-node.sh libvirtd NODE         start virtlogd+libvirtd inside NODE (and on every boot)
 #   two-node.sh uri NODE              print the libvirt URI that reaches NODE's libvirtd
 #   two-node.sh pid NODE              print the host pid of NODE's init (for nsenter -t)
 #
@@ -132,6 +136,7 @@ prepare_node_dirs() {
 start_holder() {
     local node=$1 ns=$STATE/$1
     rm -f "$ns/ready"
+    # shellcheck disable=SC2016  # $$ is the inner shell's pid, on purpose
     setsid -f bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$ns/unshare.pid" \
         unshare --mount --uts --ipc --net --pid --fork --mount-proc --propagation private \
         bash "$HERE/node-init.sh" "$node" "$ns" "$SHARE/$node" \
@@ -145,17 +150,15 @@ setup_network() {
     ip netns add "$SWITCH_NS"
     ip -n "$SWITCH_NS" link add "$BRIDGE" type bridge
     ip -n "$SWITCH_NS" link set "$BRIDGE" up
-    local node pid i=0 host_if
+    local node pid i=0 sw_if
     for node in "${NODES[@]}"; do
         i=$(( i + 1 ))
         pid=$(node_pid "$node")
-        host_if=kvmgp-n$i
-        # Create both ends in the host namespace, then move them out of it at once.
-        ip link add "$host_if" type veth peer name "$host_if-c"
-        ip link set "$host_if" netns "$SWITCH_NS"
-        ip link set "$host_if-c" netns "$pid"
-        ip -n "$SWITCH_NS" link set "$host_if" master "$BRIDGE" up
-        nsenter --target "$pid" --net ip link set "$host_if-c" name eth0
+        sw_if=kvmgp-n$i
+        # Both ends are created directly in their namespaces: the host's network namespace
+        # never sees them.
+        ip -n "$SWITCH_NS" link add "$sw_if" type veth peer name eth0 netns "$pid"
+        ip -n "$SWITCH_NS" link set "$sw_if" master "$BRIDGE" up
         nsenter --target "$pid" --net ip addr add "${ADDR[$node]}/24" dev eth0
         nsenter --target "$pid" --net ip link set eth0 up
     done
@@ -241,6 +244,8 @@ do_stop() {
     fi
     rm -rf "$STATE"
     for node in "${NODES[@]}"; do rm -rf "${SHARE:?}/$node"; done
+    rm -rf "${SHARE:?}/shared"
+    rmdir "$SHARE" 2>/dev/null || true
     log "two-node cluster stopped"
 }
 
@@ -265,11 +270,21 @@ do_status() {
 }
 
 do_crash() {
-    local node=$1 t0 pids
+    local node=$1 mode=${2:-} t0 pids=() p
     need_root
     node_pid "$node" >/dev/null || die "$node is not running"
     t0=$(now_ms)
-    mapfile -t pids < <(node_procs "$node")
+    if [[ $mode == --cluster-only ]]; then
+        for p in $(node_procs "$node"); do
+            case $(cat "/proc/$p/comm" 2>/dev/null) in
+                corosync|pacemakerd|pacemaker-*) pids+=("$p") ;;
+            esac
+        done
+    elif [[ -z $mode ]]; then
+        mapfile -t pids < <(node_procs "$node")
+    else
+        die "crash: unknown option $mode"
+    fi
     if (( ${#pids[@]} )); then
         kill_and_wait 10 "${pids[@]}" || die "$node: processes survived SIGKILL"
     fi
@@ -284,9 +299,25 @@ do_boot() {
         die "$node is up; crash it first"
     fi
     t0=$(now_ms)
-    # A reboot clears volatile state: /run (incl. /run/libvirt), /dev/shm, /tmp.
-    nexec "$node" bash -c 'find /run -mindepth 1 -maxdepth 1 ! -name libvirt ! -name lock \
-        -exec rm -rf {} +; find /run/libvirt /run/lock /dev/shm /tmp -mindepth 1 -delete'
+    local p survivors=0
+    for p in $(node_procs "$node"); do
+        [[ $(cat "/proc/$p/comm" 2>/dev/null) == sleep ]] || survivors=$(( survivors + 1 ))
+    done
+    if (( survivors == 0 )); then
+        # After a power loss a reboot clears volatile state: /run (incl. /run/libvirt),
+        # /dev/shm, /tmp.
+        nexec "$node" bash -c 'find /run -mindepth 1 -maxdepth 1 ! -name libvirt \
+            ! -name lock -exec rm -rf {} +; find /run/libvirt /run/lock /dev/shm /tmp \
+            -mindepth 1 -delete'
+    else
+        # --cluster-only crash: libvirtd/guests still run; drop only the stack's leftovers.
+        nexec "$node" bash -c 'rm -f /run/corosync.pid /dev/shm/qb-*'
+    fi
+    # Like a host whose init starts libvirtd before pacemaker: a node whose libvirtd was
+    # started with `two-node.sh libvirtd` gets it back before the cluster stack.
+    if [[ -e $STATE/$node/libvirtd.enabled ]] && ! node_has "$node" libvirtd; then
+        start_libvirtd "$node"
+    fi
     start_stack "$node"
     wait_until "$START_TIMEOUT" "both nodes Online" both_online \
         || die "$node did not rejoin within ${START_TIMEOUT}s"
@@ -294,11 +325,17 @@ do_boot() {
 }
 
 do_libvirtd() {
-    local node=$1 t0
+    local node=$1
     need_root
     need_bins virtlogd libvirtd virsh
     node_pid "$node" >/dev/null || die "$node is not running"
     node_has "$node" libvirtd && die "$node: libvirtd already running"
+    start_libvirtd "$node"
+    touch "$STATE/$node/libvirtd.enabled"
+}
+
+start_libvirtd() {
+    local node=$1 t0
     t0=$(now_ms)
     # Without this QEMU is re-probed on every libvirtd start (~45 s) -- see DESIGN.md §6.
     if [[ -e /dev/kvm ]]; then
@@ -328,7 +365,7 @@ case $cmd in
         shift
         nexec "$node" "$@"
         ;;
-    crash) check_node "${1:-}"; do_crash "$1" ;;
+    crash) check_node "${1:-}"; do_crash "$1" "${2:-}" ;;
     boot) check_node "${1:-}"; do_boot "$1" ;;
     libvirtd) check_node "${1:-}"; do_libvirtd "$1" ;;
     uri) check_node "${1:-}"; node_uri "$1" ;;

@@ -35,7 +35,8 @@ def guest_xml(name: str, memory_mib: int = 128, disk: Path | None = None) -> str
 
 
 MAIN_CF = """\
-cluster c ( LibvirtURITemplate = "test:///default" )
+cluster c ( LibvirtURITemplate = "test:///default"
+    DRPayloadDir = "{dr}" )
 system hostA ( Site = east )
 system hostB ( Site = east )
 system hostC ( Site = west
@@ -61,7 +62,9 @@ class Guest:
         self.sync.mkdir()
 
     def configure(self, extra: str = "", system: str = "hostA") -> ep.Context:
-        self.cfg_path.write_text(MAIN_CF.format(res=self.res, name=self.name, extra=extra))
+        self.cfg_path.write_text(
+            MAIN_CF.format(res=self.res, name=self.name, extra=extra, dr=self.tmp / "dr")
+        )
         loaded = Loaded.from_file(str(self.cfg_path))
         return context(Env(str(self.cfg_path), system, URI), self.res, loaded=loaded,
                        hv=LibvirtKVM(URI))  # fmt: skip

@@ -274,3 +274,66 @@ def test_libvirt_connection_error_classification() -> None:
         conn.lookupByName("definitely-not-there")
     except libvirt.libvirtError as e:
         assert not is_connection_error(e)
+
+
+# --- disaster recovery (KVM): the payload CD-ROM ------------------------------------
+
+
+def _cdrom_sources(dom: libvirt.virDomain) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    return [
+        d.find("source").get("file", "")  # type: ignore[union-attr]
+        for d in root.iter("disk")
+        if d.get("device") == "cdrom" and d.find("source") is not None
+    ]
+
+
+def test_dr_online_attaches_payload_and_other_site_replaces_it(guest: Guest) -> None:
+    from kvmguest.guest.iso import read_iso
+
+    guest.xml_path.write_text(guest_xml(guest.name))
+    dr = guest.tmp / "dr"
+    extra = (
+        f'GuestConfigFilePath = "{guest.xml_path}"\n'
+        'DROpts = { ConfigureNetwork = 1, IPAddress = "192.0.2.10", Netmask = "255.255.255.0",'
+        ' Gateway = "192.0.2.1", DNSServers = "192.0.2.53", DNSSearchPath = "east.example" }\n'
+        'DROpts@hostC = { ConfigureNetwork = 1, IPAddress = "198.51.100.10", Netmask = 24,'
+        ' Gateway = "198.51.100.1", DNSServers = "198.51.100.53", DNSSearchPath = "west.example" }'
+    )
+    ctx = guest.configure(extra)  # the cluster's DRPayloadDir is guest.tmp / "dr"
+    out = ep.online(ctx)
+    assert out.ok, out.message
+    iso = dr / f"{guest.name}.iso"
+    assert _cdrom_sources(guest.domain()) == [str(iso)]
+    east = read_iso(iso)
+    assert (east.ip_address, east.prefix_length, east.site) == ("192.0.2.10", 24, "east")
+    assert east.dns_search == ("east.example",)
+    assert ep.offline(ctx).ok
+    # The same guest brought online at the other site: the image is rebuilt, not added.
+    west_ctx = guest.configure(extra, system="hostC")
+    assert ep.online(west_ctx).ok
+    assert _cdrom_sources(guest.domain()) == [str(iso)]
+    west = read_iso(iso)
+    assert (west.ip_address, west.gateway, west.site) == ("198.51.100.10", "198.51.100.1", "west")
+    assert sorted(p.name for p in dr.iterdir()) == [iso.name]  # nothing stale, no temp
+
+
+def test_dr_payload_command_and_bad_dropts(tmp_path: Path) -> None:
+    cfg = tmp_path / "main.cf"
+    cfg.write_text(
+        "system s1 ( Site = east )\ngroup g ( SystemList = { s1 = 0 } )\n"
+        "KVMGuest v ( GuestName = v\n"
+        '  DROpts = { ConfigureNetwork = 1, IPAddress = "192.0.2.7", Netmask = 24 } )\n'
+    )
+    out = tmp_path / "p.iso"
+    r = run_cli("--system", "s1", "dr-payload", "v", "-c", str(cfg), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ip_address"] == "192.0.2.7" and out.exists()
+    cfg.write_text(
+        "group g ( )\nKVMGuest v ( GuestName = v\n"
+        '  DROpts = { ConfigureNetwork = 1, IPAddress = "192.0.2.300", Netmask = 24 } )\n'
+    )
+    r = run_cli("validate", "-c", str(cfg))
+    assert r.returncode == 1 and "IPAddress" in r.stderr and f"{cfg}:3:3" in r.stderr

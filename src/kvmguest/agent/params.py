@@ -47,6 +47,7 @@ class GuestParams:
     resource: str
     group: str | None
     system: str | None
+    site: str | None  # this system's DR site
     guest_name: str
     delay_online: int
     delay_offline: int
@@ -58,6 +59,7 @@ class GuestParams:
     dr_opts: dict[str, str]
     # Type statics and framework attributes, typed (MonitorTimeout, AEPTimeout, ...).
     statics: dict[str, Typed] = field(repr=False)
+    dr_dir: str = "/var/lib/kvmguest/dr"
 
     def static_int(self, name: str) -> int:
         value = self.statics[name]
@@ -154,6 +156,7 @@ class Loaded:
             resource=resource,
             group=block.group,
             system=system,
+            site=self.system(system).site if system else None,
             guest_name=str(values["GuestName"]),
             delay_online=_int(values["DelayAfterGuestOnline"]),
             delay_offline=_int(values["DelayAfterGuestOffline"]),
@@ -164,6 +167,7 @@ class Loaded:
             rhevm_info=_assoc(values["RHEVMInfo"]),
             dr_opts=_assoc(values["DROpts"]),
             statics=statics,
+            dr_dir=self.cluster_attr("DRPayloadDir") or "/var/lib/kvmguest/dr",
         )
 
     def system_list(self, group: str | None) -> list[str]:

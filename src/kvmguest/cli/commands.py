@@ -50,3 +50,37 @@ def demo_cmd(workdir: str | None) -> None:
     from kvmguest.cli.demo import run_demo
 
     _finish(run_demo(workdir))
+
+
+@cli.command("dr-payload")
+@click.argument("resource")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="where to write the ISO image")  # fmt: skip
+@config_option
+@click.pass_obj
+def dr_payload_cmd(obj: dict[str, Any], resource: str, output: str, config: str | None) -> None:
+    """Write the DR payload image that online would attach, for inspection."""
+    from pathlib import Path
+
+    from kvmguest.agent.dr import write_image
+    from kvmguest.agent.params import Loaded
+    from kvmguest.errors import AgentError
+    from kvmguest.guest.payload import to_json
+    from kvmguest.model.config import ConfigInvalid
+
+    env = obj["env"]
+    try:
+        params = Loaded.from_file(config or env.config).guest(resource, env.system)
+        path = write_image(params, Path(output))
+    except ConfigInvalid as e:
+        for d in e.diagnostics:
+            click.echo(str(d), err=True)
+        _finish(1)
+    except (KeyError, AgentError) as e:
+        click.echo(f"kvmguest: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
+        _finish(1)
+    from kvmguest.guest.iso import read_iso
+
+    click.echo(to_json(read_iso(path)).strip())  # read back: what the guest will see
+    click.echo(f"written: {path}", err=True)
+    _finish(0)

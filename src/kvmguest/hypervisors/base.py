@@ -56,9 +56,7 @@ class Hypervisor(Protocol):
         """(devices found fine, problems) for the guest's disks and CD-ROMs on this host."""
         ...
 
-    def locate(
-        self, guest: GuestParams, systems: list[SystemInfo], deadline: Deadline
-    ) -> str:
+    def locate(self, guest: GuestParams, systems: list[SystemInfo], deadline: Deadline) -> str:
         """Where the guest runs now, as one line (for the guestmigrated action)."""
         ...
 

@@ -9,11 +9,16 @@ attributes, values) are :mod:`kvmguest.model.validate`'s job.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import stat
+import tempfile
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import lark
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.exceptions import UnexpectedToken
 
@@ -62,7 +67,66 @@ _TYPE_BODY_ONLY = {"T_STR", "T_INT", "T_BOOLEAN", "T_KEYLIST", "STATIC", "TEMP"}
 @cache
 def _lark() -> Lark:
     grammar = resources.files("kvmguest.model").joinpath("config.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    cached = _load_cached_parser(grammar)
+    if cached is not None:
+        return cached
+    parser = Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    _save_cached_parser(grammar, parser)
+    return parser
+
+
+# Building the LALR tables costs ~30-40 ms, a quarter of a one-shot `kvmguest monitor`. The
+# built parser is cached per user. Lark's own cache=True is not used: it loads a pickle from
+# a predictable name in /tmp, which another user could plant. Ours lives in a directory
+# owned by us and closed to others, and is only read when it and the file pass that check.
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kvmguest"
+
+
+def _cache_path(grammar: str) -> Path:
+    key = hashlib.sha256(f"{lark.__version__}\0{grammar}".encode()).hexdigest()[:24]
+    return cache_dir() / f"parser-{key}.lark"
+
+
+def _private(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _load_cached_parser(grammar: str) -> Lark | None:
+    path = _cache_path(grammar)
+    try:
+        if not _private(os.stat(path.parent)):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            if not _private(os.fstat(f.fileno())):
+                return None
+            return Lark.load(f)
+    except Exception:  # absent, unreadable, or from another lark: rebuild
+        return None
+
+
+def write_cache(path: Path, data: bytes) -> None:
+    """Write a cache file atomically into our private cache directory (best effort)."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(os.stat(path.parent)):
+            return
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home is fine: we just rebuild each time
+
+
+def _save_cached_parser(grammar: str, parser: Lark) -> None:
+    buf = io.BytesIO()
+    parser.save(buf)
+    write_cache(_cache_path(grammar), buf.getvalue())
 
 
 def unquote(text: str) -> str:

@@ -8,12 +8,15 @@ definitions cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
-from kvmguest.model.attributes import AttrDef
+from kvmguest.model.attributes import AttrDef, AttrType, Dimension
 from kvmguest.model.config import ConfigInvalid, TypeDef
-from kvmguest.model.parser import parse_text
+from kvmguest.model.parser import cache_dir, parse_text, write_cache
 
 KVMGUEST = "KVMGuest"
 FRAMEWORK = "_Framework"
@@ -21,10 +24,67 @@ FRAMEWORK = "_Framework"
 
 def _read(name: str) -> dict[str, TypeDef]:
     text = resources.files("kvmguest.model").joinpath(name).read_text()
+    cached = _from_cache(text)
+    if cached is not None:
+        return cached
     cfg, diags, _ = parse_text(text, f"<built-in {name}>")
     if diags:  # a packaging bug, not an operator error
         raise ConfigInvalid(diags)
+    _to_cache(text, cfg.types)
     return cfg.types
+
+
+# Parsing the built-in definitions costs a one-shot command ~10-20 ms; their parsed form is
+# kept as JSON beside the cached parser (keyed by the text, so an upgrade never reads a
+# stale one).
+
+
+def _cache_file(text: str) -> Path:
+    return cache_dir() / f"types-{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+
+
+def _from_cache(text: str) -> dict[str, TypeDef] | None:
+    try:
+        data = json.loads(_cache_file(text).read_text())
+        return {
+            tname: TypeDef(
+                tname,
+                {
+                    a["name"]: AttrDef(
+                        name=a["name"],
+                        type=AttrType(a["type"]),
+                        dimension=Dimension(a["dimension"]),
+                        default=a["default"],
+                        static=a["static"],
+                        temp=a["temp"],
+                        keys=tuple(a["keys"]),
+                    )
+                    for a in attrs
+                },
+            )
+            for tname, attrs in data.items()
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _to_cache(text: str, types: dict[str, TypeDef]) -> None:
+    data = {
+        tname: [
+            {
+                "name": a.name,
+                "type": a.type.value,
+                "dimension": a.dimension.value,
+                "default": a.default,
+                "static": a.static,
+                "temp": a.temp,
+                "keys": list(a.keys),
+            }
+            for a in tdef.attrs.values()
+        ]
+        for tname, tdef in types.items()
+    }
+    write_cache(_cache_file(text), json.dumps(data).encode())
 
 
 @cache

@@ -1,0 +1,212 @@
+"""ISO 9660 images carrying the DR payload: write (agent side) and read (guest side).
+
+The image holds one file, :data:`~kvmguest.guest.payload.PAYLOAD_FILENAME`, under its Rock
+Ridge and Joliet name and the 8.3 ISO 9660 name, so any reader finds it; the volume label is
+:data:`~kvmguest.guest.payload.VOLUME_LABEL`. Reading uses pycdlib and never mounts; if
+pycdlib is missing (a guest with only the standard library) or cannot parse the medium,
+:func:`read_source` mounts it read-only instead (root only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO
+
+from kvmguest.guest.fsutil import atomic_write_with
+from kvmguest.guest.payload import (
+    MAX_PAYLOAD_BYTES,
+    PAYLOAD_FILENAME,
+    PAYLOAD_ISO9660_NAME,
+    VOLUME_LABEL,
+    DrPayload,
+    PayloadError,
+    PayloadMissingError,
+    from_json,
+    to_json,
+)
+
+_SECTOR = 2048
+_PVD_OFFSET = 16 * _SECTOR
+
+#: Runs a command and returns (exit status, combined output); injectable for tests.
+Runner = Callable[[Sequence[str]], "tuple[int, str]"]
+
+
+class UnreadableMediumError(PayloadError):
+    """pycdlib could not parse the medium: it may still be mountable."""
+
+
+def build_iso(payload: DrPayload, path: str | os.PathLike[str]) -> None:
+    """Write an ISO 9660 image with the payload to ``path``, replacing it atomically.
+
+    The image is written to a temporary file beside ``path``, fsynced, made world-readable
+    (QEMU runs as its own user; the payload holds no secret) and renamed over ``path``, so a
+    domain that has ``path`` attached never sees a half-written image.
+    """
+    import pycdlib
+
+    data = to_json(payload).encode("utf-8")
+    image = pycdlib.PyCdlib()
+    image.new(interchange_level=3, vol_ident=VOLUME_LABEL, joliet=3, rock_ridge="1.09")
+    try:
+        image.add_fp(
+            io.BytesIO(data),
+            len(data),
+            f"/{PAYLOAD_ISO9660_NAME};1",
+            rr_name=PAYLOAD_FILENAME,
+            joliet_path=f"/{PAYLOAD_FILENAME}",
+        )
+        atomic_write_with(path, image.write_fp, mode=0o644)
+    finally:
+        image.close()
+
+
+def read_volume_label(fp: BinaryIO) -> str | None:
+    """The ISO 9660 volume identifier of an open image or device, None if it is not one.
+
+    Reads only the primary volume descriptor (standard library, no pycdlib), so the guest
+    can scan every CD-ROM cheaply.
+    """
+    fp.seek(_PVD_OFFSET)
+    pvd = fp.read(_SECTOR)
+    if len(pvd) < 72 or pvd[0:1] != b"\x01" or pvd[1:6] != b"CD001":
+        return None
+    return pvd[40:72].decode("ascii", errors="replace").rstrip(" \x00")
+
+
+def _payload_name_matches(name: str) -> bool:
+    base = name.split(";", 1)[0].rstrip(".").lower()
+    return base in {PAYLOAD_FILENAME, PAYLOAD_ISO9660_NAME.lower(), "kvmguest_dr.json"}
+
+
+def _extract(image: Any) -> bytes:
+    """The payload file's bytes from an opened pycdlib image."""
+    import pycdlib
+
+    attempts: list[dict[str, str]] = []
+    if image.has_rock_ridge():
+        attempts.append({"rr_path": f"/{PAYLOAD_FILENAME}"})
+    if image.has_joliet():
+        attempts.append({"joliet_path": f"/{PAYLOAD_FILENAME}"})
+    # Plain ISO 9660 names differ by the tool that wrote the image (level, mapping of '-').
+    for child in image.list_children(iso_path="/"):
+        name = child.file_identifier().decode("ascii", errors="replace")
+        if not child.is_dir() and _payload_name_matches(name):
+            attempts.append({"iso_path": f"/{name}"})
+    for where in attempts:
+        out = io.BytesIO()
+        try:
+            image.get_file_from_iso_fp(out, **where)
+        except pycdlib.pycdlibexception.PyCdlibException:
+            continue
+        return out.getvalue()
+    raise PayloadMissingError(f"the medium has no {PAYLOAD_FILENAME}")
+
+
+def read_iso(source: str | os.PathLike[str]) -> DrPayload:
+    """Read the payload from an ISO image file or a CD-ROM block device, without mounting.
+
+    Raises :class:`PayloadMissingError` when there is no medium or no payload file on it,
+    :class:`PayloadError` when the medium or the payload is corrupt, and ImportError when
+    pycdlib is not installed (use :func:`read_source`, which falls back to mounting).
+    """
+    import pycdlib
+
+    path = os.fspath(source)
+    try:
+        fp = open(path, "rb")  # noqa: SIM115 - closed below, after pycdlib is done with it
+    except FileNotFoundError:
+        raise PayloadMissingError(f"{path}: no such file or device") from None
+    except OSError as exc:
+        # ENOMEDIUM: a CD-ROM drive with no disc is the normal "nothing delivered" case.
+        raise PayloadMissingError(f"{path}: cannot open ({exc.strerror})") from None
+    with fp:
+        image = pycdlib.PyCdlib()
+        try:
+            image.open_fp(fp)
+        except pycdlib.pycdlibexception.PyCdlibException as exc:
+            raise UnreadableMediumError(f"{path}: not a readable ISO 9660 image ({exc})") from None
+        try:
+            data = _extract(image)
+        finally:
+            image.close()
+    return from_json(data)
+
+
+def _run(argv: Sequence[str]) -> tuple[int, str]:
+    proc = subprocess.run(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+    )
+    return proc.returncode, proc.stdout.strip()
+
+
+def read_mounted(source: str | os.PathLike[str], runner: Runner = _run) -> DrPayload:
+    """Read the payload by mounting ``source`` read-only on a private temporary directory.
+
+    The fallback for guests without pycdlib. Needs root and the kernel's iso9660 support.
+    The mount point is always unmounted and removed again.
+    """
+    path = os.fspath(source)
+    mountpoint = tempfile.mkdtemp(prefix="kvmguest-dr.")
+    try:
+        opts = "ro,nosuid,nodev,noexec"
+        try:
+            is_file = stat.S_ISREG(os.stat(path).st_mode)
+        except FileNotFoundError:
+            raise PayloadMissingError(f"{path}: no such file or device") from None
+        if is_file:
+            opts += ",loop"
+        status, output = runner(["mount", "-t", "iso9660", "-o", opts, path, mountpoint])
+        if status != 0:
+            raise PayloadMissingError(f"{path}: cannot mount ({output or f'exit {status}'})")
+        try:
+            return read_directory(mountpoint)
+        finally:
+            status, output = runner(["umount", mountpoint])
+            if status != 0:
+                raise PayloadError(f"cannot unmount {mountpoint}: {output}")
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(mountpoint)
+
+
+def read_directory(directory: str | os.PathLike[str]) -> DrPayload:
+    """Read the payload file from a directory (a mounted medium)."""
+    base = os.fspath(directory)
+    names = []
+    with contextlib.suppress(OSError):
+        names = sorted(n for n in os.listdir(base) if _payload_name_matches(n))
+    if not names:
+        raise PayloadMissingError(f"{base} has no {PAYLOAD_FILENAME}")
+    # Prefer the long name when the mount shows several spellings.
+    name = PAYLOAD_FILENAME if PAYLOAD_FILENAME in names else names[0]
+    with open(os.path.join(base, name), "rb") as fp:
+        data = fp.read(MAX_PAYLOAD_BYTES + 1)
+    return from_json(data)
+
+
+def read_source(source: str | os.PathLike[str], runner: Runner = _run) -> DrPayload:
+    """Read the payload from a directory, an ISO image or a device, by the best means here.
+
+    pycdlib first (no mount); without pycdlib, or when pycdlib cannot parse the medium, a
+    read-only mount. A payload that was read but is invalid is never retried by mounting.
+    """
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        return read_directory(path)
+    try:
+        return read_iso(path)
+    except ImportError:
+        return read_mounted(path, runner)
+    except UnreadableMediumError as exc:
+        try:
+            return read_mounted(path, runner)
+        except PayloadError:
+            # The mount failed too: pycdlib's reason is the more telling one.
+            raise exc from None
