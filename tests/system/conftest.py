@@ -73,7 +73,8 @@ def host2(real_libvirt: None) -> str:
 
 
 MAIN_CF = """\
-cluster c ( LibvirtURITemplate = "qemu:///system" )
+cluster c ( LibvirtURITemplate = "qemu:///system"
+    DRPayloadDir = "{dr}" )
 system host1 ( Site = east )
 system host2 ( Site = {host2_site}
     LibvirtURI = "{host2_uri}"
@@ -128,13 +129,14 @@ class RealGuest:
                 res=self.res, name=self.name, xml=self.xml_path, sync=self.sync,
                 delay_offline=self.delay_offline, extra=self.extra,
                 host2_site=self.host2_site, host2_uri=HOST2_URI, host2_mig=HOST2_MIGRATE_URI,
+                dr=self.dir / "dr",
             )
         )  # fmt: skip
 
-    def ctx(self, uri: str = HOST_URI) -> ep.Context:
+    def ctx(self, uri: str = HOST_URI, system: str = "host1") -> ep.Context:
         self.write()
         loaded = Loaded.from_file(str(self.cfg_path))
-        return context(Env(str(self.cfg_path), "host1", uri), self.res, loaded=loaded,
+        return context(Env(str(self.cfg_path), system, uri), self.res, loaded=loaded,
                        hv=LibvirtKVM(uri))  # fmt: skip
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

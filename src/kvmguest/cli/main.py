@@ -169,6 +169,12 @@ def action_cmd(
 
 
 def main() -> None:
-    from kvmguest.cli import commands  # noqa: F401  (registers the other commands)
+    from kvmguest.cli import (  # noqa: F401  (they register their commands)
+        agent_cmd,
+        commands,
+        export_cmd,
+        ocf_cmd,
+        secret_cmd,
+    )
 
     cli(prog_name="kvmguest")

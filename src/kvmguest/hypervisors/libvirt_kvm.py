@@ -85,6 +85,10 @@ class LibvirtKVM:
     def _on_event(self, *_args: object) -> None:
         self._changed.set()
 
+    def notify_changed(self) -> None:
+        """Wake a wait_changed(): the daemon delivers lifecycle events itself."""
+        self._changed.set()
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from kvmguest.agent.params import GuestParams, Loaded, SystemInfo
 from kvmguest.deadline import Deadline
@@ -91,7 +90,8 @@ class RhevHypervisor:
         self._client: RhevmClient | None = None
         self._hosts: dict[str, HostInfo] = {}  # RHV host name/address as configured -> host
         self._host_names: dict[str, str] = {}  # host id -> name, for messages
-        self._closed = threading.Event()
+        # Why RHV-M last failed to answer, to explain a deadline that ran out because of
+        # it; cleared by every answer, so a long-lived agent never quotes a stale failure.
         self._last_unreachable: str | None = None
 
     def __repr__(self) -> str:
@@ -131,9 +131,8 @@ class RhevHypervisor:
             return NotAllowed(str(e))
         return AgentError(str(e))
 
-    def _ask(self, deadline: Deadline, fn: Callable[[RhevmClient, float], T]) -> T:
-        """``fn(client, timeout)`` with what is left of ``deadline``; AgentError on failure."""
-        client = self.client()
+    def _budget(self, deadline: Deadline) -> float:
+        """What is left of ``deadline`` for the next call (the client refuses 0 itself)."""
         remaining = deadline.remaining()
         if remaining <= 0 and self._last_unreachable:
             # Say why the time ran out, not only that it did.
@@ -141,43 +140,36 @@ class RhevHypervisor:
                 f"no time left in the {deadline.seconds:g} s deadline; RHV-M earlier: "
                 f"{self._last_unreachable}"
             )
-        try:
-            return fn(client, remaining)
-        except RhevmError as e:
-            err = self._error(e)
-            if isinstance(err, Unreachable):
-                self._last_unreachable = str(err)
-            raise err from None
+        return remaining
 
-    def _vm(self, name: str, deadline: Deadline) -> VmInfo:
+    def _raise(self, e: RhevmError) -> NoReturn:
+        err = self._error(e)
+        if isinstance(err, Unreachable):
+            self._last_unreachable = str(err)
+        raise err from None
+
+    def _ask(self, deadline: Deadline, fn: Callable[[RhevmClient, float], T]) -> T:
+        """``fn(client, timeout)`` with what is left of ``deadline``; AgentError on failure."""
+        client = self.client()
         try:
-            return self._ask(deadline, lambda c, t: c.vm_by_name(name, timeout=t))
-        except AgentError as e:
-            if isinstance(e.__cause__, RhevmNotFound):  # never set: see _ask
-                raise
-            raise
+            result = fn(client, self._budget(deadline))
+        except RhevmError as e:
+            self._raise(e)
+        self._last_unreachable = None
+        return result
 
     def _find_vm(self, name: str, deadline: Deadline) -> VmInfo | None:
         """The VM, or None if RHV-M has no VM of that name (visible to our user)."""
         client = self.client()
         try:
-            return client.vm_by_name(name, timeout=self._budget(deadline))
+            vm = client.vm_by_name(name, timeout=self._budget(deadline))
         except RhevmNotFound:
+            self._last_unreachable = None
             return None
         except RhevmError as e:
-            err = self._error(e)
-            if isinstance(err, Unreachable):
-                self._last_unreachable = str(err)
-            raise err from None
-
-    def _budget(self, deadline: Deadline) -> float:
-        remaining = deadline.remaining()
-        if remaining <= 0 and self._last_unreachable:
-            raise Unreachable(
-                f"no time left in the {deadline.seconds:g} s deadline; RHV-M earlier: "
-                f"{self._last_unreachable}"
-            )
-        return remaining
+            self._raise(e)
+        self._last_unreachable = None
+        return vm
 
     def _require_vm(self, name: str, deadline: Deadline) -> VmInfo:
         vm = self._find_vm(name, deadline)
@@ -209,10 +201,8 @@ class RhevHypervisor:
                 f"system {system.name}, or RHEVMInfo.Cluster)"
             ) from None
         except RhevmError as e:
-            err = self._error(e)
-            if isinstance(err, Unreachable):
-                self._last_unreachable = str(err)
-            raise err from None
+            self._raise(e)
+        self._last_unreachable = None
         self._hosts[wanted] = host
         self._host_names[host.id] = host.name
         return host
@@ -322,7 +312,7 @@ class RhevHypervisor:
             raise AgentError(
                 f"{name} is {vm.status}: its RHV host {host.name} is non_responsive and may "
                 f"still run it. Once {host.name} is known to be down, confirm it in RHV-M "
-                "(Hosts > ... > Confirm 'Host has been rebooted') and bring the resource "
+                "(the host's menu: Confirm 'Host has been rebooted') and bring the resource "
                 "online again, or set RHEVMInfo.UseManualRHEVMFencing = 1 to let the agent "
                 "confirm it"
             )
@@ -342,7 +332,7 @@ class RhevHypervisor:
                     f"confirmed RHV host {host.name} as rebooted, but {name} is still "
                     f"{vm.status} in RHV-M"
                 )
-            self._closed.wait(POLL_SECONDS)
+            time.sleep(POLL_SECONDS)
         return [f"confirmed RHV host {host.name} as rebooted (manual fencing); {name} is down"]
 
     def _set_dr_payload(self, guest: GuestParams, vm: VmInfo, deadline: Deadline) -> str:
@@ -425,7 +415,7 @@ class RhevHypervisor:
 
     def wait_changed(self, timeout: float) -> None:
         # RHV-M sends the agent no events: the caller's poll interval is the wait.
-        self._closed.wait(max(0.0, min(timeout, MAX_WAIT_SECONDS)))
+        time.sleep(max(0.0, min(timeout, MAX_WAIT_SECONDS)))
 
     def definition(self, guest: GuestParams, deadline: Deadline) -> str | None:
         # RHV-M keeps the VM's definition for every host; there is no file to copy.
@@ -488,7 +478,7 @@ class RhevHypervisor:
                     f"{deadline.seconds:g} s (MigrateTimeout); RHV-M may still finish it "
                     "(check with the guestmigrated action)"
                 )
-            self._closed.wait(POLL_SECONDS)
+            time.sleep(POLL_SECONDS)
 
     # -- actions ------------------------------------------------------------------------
 
@@ -555,7 +545,6 @@ class RhevHypervisor:
         return status == "up"
 
     def close(self) -> None:
-        self._closed.set()
         client, self._client = self._client, None
         if client is not None:
             client.close()

@@ -332,7 +332,7 @@ class RhevmClient:
             self._conn = None
             if close:
                 close_quietly(conn, logout=False)
-            return RhevmUnreachable(f"{what}: RHV-M did not answer within {budget:g} s")
+            return RhevmUnreachable(f"{what}: RHV-M did not answer within {budget:.3g} s")
         if out.error is not None:
             return self._classify(what, out.error, conn)
         return out.value

@@ -239,7 +239,11 @@ class _Builder:
         for decl in tree.children[1:]:
             if not isinstance(decl, Tree):
                 continue
-            mods = {str(m.children[0]) for m in decl.children if _is(m, "modifier")}
+            mods = {
+                str(m.children[0])
+                for m in decl.children
+                if isinstance(m, Tree) and m.data == "modifier"
+            }
             typename = next(m for m in decl.children if _is(m, "typename"))
             attr_tok = next(c for c in decl.children if isinstance(c, Token) and c.type == "WORD")
             dim_tree = next(

@@ -1,0 +1,144 @@
+"""The control API: JSON lines over a Unix socket.
+
+One request per connection: ``{"cmd": "...", ...}`` → zero or more ``{"progress": "..."}``
+lines, then one ``{"ok": bool, ...}`` line. The socket is mode 0660 with a configurable
+group; the peer's credentials (SO_PEERCRED) are checked as well, so a socket left with
+looser permissions by a mistake still refuses other users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+Reply = dict[str, Any]
+# A handler gets the request and a function to send progress lines; returns the reply.
+Handler = Callable[
+    [dict[str, Any], Callable[[str], Coroutine[Any, Any, None]]], Awaitable[Reply]
+]
+MAX_REQUEST = 64 * 1024
+
+
+def peer_allowed(sock: socket.socket, group_gid: int | None) -> bool:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, gid = struct.unpack("3i", creds)
+    if uid == 0 or uid == os.geteuid():
+        return True
+    if group_gid is None:
+        return False
+    if gid == group_gid:
+        return True
+    try:
+        import pwd
+
+        user = pwd.getpwuid(uid).pw_name
+        return user in grp.getgrgid(group_gid).gr_mem
+    except KeyError:
+        return False
+
+
+class ControlServer:
+    def __init__(self, path: str, handler: Handler, group: str | None = None) -> None:
+        self.path = path
+        self.handler = handler
+        self.group = group
+        self._gid: int | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        p = Path(self.path)
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()  # a stale socket from a killed daemon
+        old = os.umask(0o117)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=self.path)
+        finally:
+            os.umask(old)
+        if self.group:
+            self._gid = grp.getgrnam(self.group).gr_gid
+            os.chown(self.path, -1, self._gid)
+        os.chmod(self.path, 0o660)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.path).unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def send(obj: Reply) -> None:
+            writer.write(json.dumps(obj).encode() + b"\n")
+            await writer.drain()
+
+        try:
+            sock = writer.get_extra_info("socket")
+            if sock is None or not peer_allowed(sock, self._gid):
+                await send({"ok": False, "error": "permission denied"})
+                return
+            line = await reader.readline()
+            if not line or len(line) > MAX_REQUEST:
+                await send({"ok": False, "error": "empty or oversized request"})
+                return
+            try:
+                request = json.loads(line)
+                if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                    raise ValueError("request must be an object with a 'cmd'")
+            except ValueError as e:
+                await send({"ok": False, "error": f"bad request: {e}"})
+                return
+
+            async def progress(msg: str) -> None:
+                await send({"progress": msg})
+
+            await send(await self.handler(request, progress))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+class ControlError(Exception):
+    pass
+
+
+def request(path: str, cmd: str, timeout: float = 30.0, **args: Any) -> Iterator[Reply]:
+    """Client side (blocking): yields progress lines, then the final reply."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except FileNotFoundError:
+        raise ControlError(f"no kvmguest agent listening at {path} (is it running?)") from None
+    except PermissionError:
+        raise ControlError(f"permission denied on {path}") from None
+    except OSError as e:
+        raise ControlError(f"cannot reach the agent at {path}: {e.strerror}") from None
+    with sock, sock.makefile("rwb") as f:
+        f.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        f.flush()
+        try:
+            for line in f:
+                msg = json.loads(line)
+                yield msg
+                if "ok" in msg:
+                    return
+        except TimeoutError:
+            raise ControlError(f"the agent did not answer within {timeout:g} s") from None
+    raise ControlError("the agent closed the connection without answering")
+
+
+async def aiter_lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while line := await reader.readline():
+        yield line

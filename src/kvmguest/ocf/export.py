@@ -1,0 +1,679 @@
+"""main.cf -> Pacemaker configuration (pure: a Config in, a model and its text out).
+
+What maps, and how (docs/pacemaker.md, "kvmguest export pacemaker"):
+
+* a KVMGuest resource -> a primitive ``ocf:kvmguest:KVMGuest`` with its attributes as
+  parameters (:mod:`kvmguest.ocf.params`); local values ``Attr@system`` -> a parameter set
+  with a ``#uname eq system`` rule; the cluster and system attributes a guest depends on
+  (LibvirtURITemplate, a system's LibvirtURI, Site ...) -> parameters too;
+* MonitorInterval/MonitorTimeout -> ``op monitor``; OfflineMonitorInterval -> ``op monitor
+  role=Stopped``; LevelTwoMonitorFreq -> a second monitor with OCF_CHECK_LEVEL=10;
+  OnlineTimeout -> start, OfflineTimeout -> stop, MigrateTimeout -> migrate_to/from;
+  RestartLimit -> ``migration-threshold`` (RestartLimit + 1: VCS restarts RestartLimit
+  times, then fails over); SupportedOperations with migrate -> ``allow-migrate=true``;
+* a service group -> a Pacemaker group of its KVMGuest resources in ``requires`` order
+  (children first; a lone resource stays a primitive); SystemList -> location scores
+  (lower VCS priority = higher score) and a -INFINITY rule for every other node;
+  resource-stickiness above the spread of those scores (VCS does not fail back);
+  AutoStart/AutoStartList -> target-role; Frozen/TFrozen -> is-managed=false;
+  ManageFaults=NONE -> the monitors' on-fail=block;
+* ``requires group G online local|global|remote soft|firm|hard`` -> order (+ colocation).
+
+Whatever has no Pacemaker equivalent is listed in :attr:`Export.notes` as
+"not exported: ..." (approximations as "approximated: ..."): every attribute written in
+the main.cf appears in the output or in a note, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from xml.sax.saxutils import quoteattr
+
+from kvmguest.model.attributes import Value
+from kvmguest.model.config import Block, Config
+from kvmguest.model.types import KVMGUEST, builtin_types, effective_attrs, merged_types
+from kvmguest.ocf.params import PARAMS, flatten_attrs
+
+AGENT = ("ocf", "kvmguest", "KVMGuest")
+# Statics that become ops or meta attributes (the rest is reported when it differs from
+# the built-in type).
+MAPPED_STATICS = {
+    "MonitorInterval",
+    "MonitorTimeout",
+    "OfflineMonitorInterval",
+    "LevelTwoMonitorFreq",
+    "OnlineTimeout",
+    "OfflineTimeout",
+    "MigrateTimeout",
+    "RestartLimit",
+    "SupportedOperations",
+}
+# Statics the agent applies itself, from the type, whatever the main.cf says (reported
+# when the main.cf changes them).
+WHY_STATIC = {
+    "ToleranceLimit": "Pacemaker acts on the first failed monitor",
+    "FaultOnMonitorTimeouts": "Pacemaker acts on the first monitor timeout",
+    "AlertOnMonitorTimeouts": "no Pacemaker equivalent",
+    "CleanTimeout": "the stop op (timeout from OfflineTimeout) includes the forced stop",
+    "OnlineRetryLimit": "Pacemaker's start-failure-is-fatal is cluster-wide",
+    "OnlineWaitLimit": "the start op waits for the guest itself",
+    "OfflineWaitLimit": "the stop op waits for the guest itself",
+    "CleanRetryLimit": "a failed stop is fenced or blocks, by the cluster's policy",
+    "ConfInterval": "use the failure-timeout meta attribute",
+    "IMF": "Pacemaker polls: the monitor interval is the detection time",
+    "IntentionalOffline": "the agent always reports intentional offline as not running",
+    "AEPTimeout": "the agent always bounds its work by the op timeout",
+    "MigrateWaitLimit": "the migrate ops wait for the migration themselves",
+}
+# Group attributes with a mapping; the others are reported when written.
+MAPPED_GROUP_ATTRS = {
+    "SystemList",
+    "AutoStartList",
+    "AutoStart",
+    "Frozen",
+    "TFrozen",
+    "ManageFaults",
+    "FailOverPolicy",
+}
+WHY_GROUP = {
+    "Parallel": "a parallel group (the guest on several nodes at once) is not exported",
+    "AutoFailOver": "Pacemaker always fails over (once migration-threshold is reached)",
+    "AutoRestart": "Pacemaker restarts per resource (migration-threshold)",
+    "OnlineRetryLimit": "no per-group start retries in Pacemaker",
+    "OnlineRetryInterval": "no per-group start retries in Pacemaker",
+    "Evacuate": "Pacemaker moves resources off a node in standby itself",
+    "SysDownPolicy": "no Pacemaker equivalent",
+    "AutoStartPolicy": "Pacemaker places by location scores (SystemList)",
+    "Load": "use Pacemaker utilization attributes",
+    "Priority": "use Pacemaker's priority meta attribute",
+    "PreOnline": "no preonline trigger in Pacemaker",
+}
+SYSTEM_PARAMS = {p.system_attr: p.name for p in PARAMS if p.system_attr}
+CLUSTER_PARAMS = {p.cluster_attr: p.name for p in PARAMS if p.cluster_attr}
+_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+SCORE_STEP = 100
+
+
+@dataclass
+class ParamSet:
+    values: dict[str, str]
+    score: int = 1
+    node: str | None = None  # only on this node (a rule #uname eq node)
+
+
+@dataclass
+class Op:
+    name: str
+    timeout: int
+    interval: int = 0
+    role: str | None = None
+    check_level: int | None = None
+    on_fail: str | None = None
+
+    @property
+    def id_suffix(self) -> str:
+        parts = [self.name, f"{self.interval}s"] if self.interval else [self.name]
+        if self.role:
+            parts.append(self.role.lower())
+        if self.check_level is not None:
+            parts.append(f"level{self.check_level}")
+        return "-".join(parts)
+
+
+@dataclass
+class Primitive:
+    id: str
+    params: list[ParamSet]
+    meta: dict[str, str]
+    ops: list[Op]
+
+
+@dataclass
+class Group:
+    id: str
+    members: list[str]
+    meta: dict[str, str]
+
+
+@dataclass
+class Location:
+    id: str
+    rsc: str
+    score: str
+    node: str | None = None
+    # A rule instead of a node: the score applies on every node not in this list.
+    not_on: list[str] | None = None
+
+
+@dataclass
+class Order:
+    id: str
+    first: str
+    then: str
+    kind: str = "Mandatory"
+
+
+@dataclass
+class Colocation:
+    id: str
+    rsc: str
+    with_rsc: str
+    score: str
+
+
+@dataclass
+class Export:
+    primitives: list[Primitive] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+    locations: list[Location] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+    colocations: list[Colocation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # The top-level resource (group or lone primitive) of each exported VCS group.
+    top: dict[str, str] = field(default_factory=dict)
+
+    def not_exported(self, what: str) -> None:
+        self.notes.append(f"not exported: {what}")
+
+    def approximated(self, what: str) -> None:
+        self.notes.append(f"approximated: {what}")
+
+
+def _fmt(value: Value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "{ " + ", ".join(value) + " }"
+    return "{ " + ", ".join(f"{k} = {v}" for k, v in value.items()) + " }"
+
+
+class _Exporter:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.out = Export()
+        self.types = merged_types(cfg.types)
+        self.attrs = effective_attrs(self.types[KVMGUEST])
+        self.builtin = effective_attrs(builtin_types()[KVMGUEST])
+        self.used_ids: set[str] = set()
+
+    # -- ids -----------------------------------------------------------------------
+
+    def new_id(self, wanted: str) -> str:
+        base = wanted if _ID.fullmatch(wanted) else "kvmguest-" + re.sub(r"[^\w.-]", "_", wanted)
+        candidate, n = base, 1
+        while candidate in self.used_ids:
+            n += 1
+            candidate = f"{base}-{n}"
+        self.used_ids.add(candidate)
+        return candidate
+
+    # -- values --------------------------------------------------------------------
+
+    def static(self, block: Block, name: str) -> Value:
+        """A static's value for ``block``: the resource's own, else the type's."""
+        raw = block.attrs.get(name)
+        if raw is not None:
+            return raw
+        default = self.attrs[name].default_value()
+        return default
+
+    def static_int(self, block: Block, name: str) -> int:
+        value = self.static(block, name)
+        return int(value) if isinstance(value, str) else 0
+
+    def differs(self, block: Block, name: str) -> bool:
+        builtin = self.builtin.get(name)
+        mine = self.static(block, name)
+        return builtin is None or builtin.default_value() != mine
+
+    # -- resources -----------------------------------------------------------------
+
+    def cluster_and_system_params(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        cluster = self.cfg.cluster
+        if cluster is not None:
+            for attr, value in sorted(cluster.attrs.items()):
+                if attr in CLUSTER_PARAMS and isinstance(value, str):
+                    out[CLUSTER_PARAMS[attr]] = value
+        pairs: dict[str, list[str]] = {}
+        for name, system in self.cfg.systems.items():
+            for attr, value in system.attrs.items():
+                if attr in SYSTEM_PARAMS and isinstance(value, str) and value:
+                    pairs.setdefault(SYSTEM_PARAMS[attr], []).append(f"{name}={value}")
+        for param, items in pairs.items():
+            out[param] = " ".join(items)
+        return out
+
+    def report_objects(self) -> None:
+        if self.cfg.cluster is not None:
+            for attr, value in self.cfg.cluster.attrs.items():
+                if attr not in CLUSTER_PARAMS:
+                    self.out.not_exported(
+                        f"cluster {self.cfg.cluster.name}: {attr} = {_fmt(value)} "
+                        "(cluster-wide settings are Pacemaker's and corosync's own)"
+                    )
+        for name, system in self.cfg.systems.items():
+            for attr, value in system.attrs.items():
+                if attr in SYSTEM_PARAMS:
+                    if any(" " in v for v in ([value] if isinstance(value, str) else [])):
+                        self.out.not_exported(
+                            f"system {name}: {attr} = {_fmt(value)} (a value with spaces "
+                            "cannot be a SYSTEM=VALUE pair)"
+                        )
+                    continue
+                self.out.not_exported(
+                    f"system {name}: {attr} = {_fmt(value)} (no Pacemaker equivalent; "
+                    "node attributes or utilization may stand in)"
+                )
+
+    def guest_params(self, block: Block, shared: dict[str, str]) -> list[ParamSet]:
+        base = dict(shared)
+        base.update(flatten_attrs(block.attrs))
+        sets = [ParamSet(base, 1)]
+        for system in sorted({s for per in block.local.values() for s in per}):
+            local: dict[str, Value] = {}
+            for attr, per in block.local.items():
+                if system not in per or attr not in self.attrs or self.attrs[attr].static:
+                    continue
+                value = per[system]
+                default = self.attrs[attr].default
+                if isinstance(value, dict) and isinstance(default, dict):
+                    # A local association replaces the resource's whole value: every key
+                    # it leaves out takes the type's default on that system.
+                    value = {**default, **value}
+                local[attr] = value
+            values = flatten_attrs(local)
+            if values:
+                sets.append(ParamSet(values, 2, system))
+        return sets
+
+    def ops(self, block: Block, migrate: bool, on_fail: str | None) -> list[Op]:
+        monitor_timeout = self.static_int(block, "MonitorTimeout")
+        interval = self.static_int(block, "MonitorInterval")
+        ops = [
+            Op("start", self.static_int(block, "OnlineTimeout")),
+            Op("stop", self.static_int(block, "OfflineTimeout")),
+            Op("monitor", monitor_timeout, interval, on_fail=on_fail),
+        ]
+        offline_interval = self.static_int(block, "OfflineMonitorInterval")
+        if offline_interval > 0:
+            if offline_interval == interval:
+                # Pacemaker needs distinct intervals for ops of the same name.
+                offline_interval += 1
+                self.out.approximated(
+                    f"resource {block.name}: OfflineMonitorInterval equals MonitorInterval; "
+                    f"the role=Stopped monitor runs every {offline_interval} s"
+                )
+            ops.append(Op("monitor", monitor_timeout, offline_interval, role="Stopped"))
+        level_two = self.static_int(block, "LevelTwoMonitorFreq")
+        if level_two > 0 and interval > 0:
+            ops.append(
+                Op("monitor", monitor_timeout, interval * level_two, check_level=10,
+                   on_fail=on_fail)
+            )  # fmt: skip
+        if migrate:
+            timeout = self.static_int(block, "MigrateTimeout")
+            ops += [Op("migrate_to", timeout), Op("migrate_from", timeout)]
+        return ops
+
+    def report_resource(self, block: Block) -> None:
+        for name in sorted(self.attrs):
+            adef = self.attrs[name]
+            if not adef.static or name in MAPPED_STATICS or not self.differs(block, name):
+                continue
+            why = WHY_STATIC.get(name, "no Pacemaker equivalent")
+            self.out.not_exported(
+                f"resource {block.name}: {name} = {_fmt(self.static(block, name))} ({why})"
+            )
+        for name in sorted(block.attrs.keys() | block.local.keys()):
+            if name not in self.attrs:
+                self.out.not_exported(f"resource {block.name}: unknown attribute {name}")
+        for attr, per in block.local.items():
+            local_def = self.attrs.get(attr)
+            if local_def is not None and local_def.static:
+                for system in per:
+                    self.out.not_exported(f"resource {block.name}: {attr}@{system}")
+
+    def primitive(self, block: Block, shared: dict[str, str], on_fail: str | None) -> Primitive:
+        ops_list = self.static(block, "SupportedOperations")
+        migrate = isinstance(ops_list, list) and "migrate" in ops_list
+        meta = {"migration-threshold": str(self.static_int(block, "RestartLimit") + 1)}
+        if migrate:
+            meta["allow-migrate"] = "true"
+        self.report_resource(block)
+        return Primitive(
+            id=self.new_id(block.name),
+            params=self.guest_params(block, shared),
+            meta=meta,
+            ops=self.ops(block, migrate, on_fail),
+        )
+
+    # -- groups --------------------------------------------------------------------
+
+    def ordered_members(self, group: str, members: list[Block]) -> list[Block]:
+        """Children before parents (``requires``), main.cf order otherwise."""
+        names = [b.name for b in members]
+        deps: dict[str, set[str]] = {n: set() for n in names}
+        for link in self.cfg.links:
+            if link.parent in deps and link.child in deps:
+                deps[link.parent].add(link.child)
+        done: list[str] = []
+        pending = list(names)
+        while pending:
+            ready = [n for n in pending if deps[n] <= set(done)]
+            if not ready:  # a cycle: validation refuses it; keep the file's order
+                ready = pending[:1]
+            done.append(ready[0])
+            pending.remove(ready[0])
+        by_name = {b.name: b for b in members}
+        return [by_name[n] for n in done]
+
+    def group(self, gname: str, gblock: Block | None, shared: dict[str, str]) -> None:
+        blocks = [b for b in self.cfg.resources.values() if b.group == gname]
+        guests = [b for b in blocks if b.kind == KVMGUEST]
+        exported = {b.name for b in guests}
+        for b in blocks:
+            if b.kind != KVMGUEST:
+                self.out.not_exported(
+                    f"resource {b.name} of type {b.kind} in group {gname} (kvmguest exports "
+                    "KVMGuest resources; give it its own Pacemaker agent)"
+                )
+        for link in self.cfg.links:
+            if link.parent in exported and link.child not in exported:
+                self.out.not_exported(
+                    f"{link.parent} requires {link.child} ({link.child} is not exported)"
+                )
+        if not guests:
+            return
+        attrs = gblock.attrs if gblock is not None else {}
+        self.report_group(gname, attrs)
+        on_fail = "block" if attrs.get("ManageFaults") == "NONE" else None
+        prims = [self.primitive(b, shared, on_fail) for b in self.ordered_members(gname, guests)]
+        self.out.primitives += prims
+        group_meta = self.group_meta(gname, attrs)
+        if len(prims) == 1:
+            top = prims[0].id
+            prims[0].meta.update(group_meta)
+        else:
+            top = self.new_id(gname)
+            self.out.groups.append(Group(top, [p.id for p in prims], group_meta))
+        self.out.top[gname] = top
+        self.locations(gname, top, attrs)
+
+    def report_group(self, gname: str, attrs: dict[str, Value]) -> None:
+        for attr, value in attrs.items():
+            if attr in MAPPED_GROUP_ATTRS:
+                continue
+            why = WHY_GROUP.get(attr, "no Pacemaker equivalent")
+            self.out.not_exported(f"group {gname}: {attr} = {_fmt(value)} ({why})")
+        policy = attrs.get("FailOverPolicy", "Priority")
+        if policy != "Priority":
+            self.out.not_exported(
+                f"group {gname}: FailOverPolicy = {_fmt(policy)} (Pacemaker places by the "
+                "SystemList scores, as Priority does)"
+            )
+
+    def group_meta(self, gname: str, attrs: dict[str, Value]) -> dict[str, str]:
+        meta: dict[str, str] = {}
+        autostart = attrs.get("AutoStart", "1") == "1"
+        asl = attrs.get("AutoStartList")
+        started = autostart and isinstance(asl, list) and bool(asl)
+        meta["target-role"] = "Started" if started else "Stopped"
+        sl = attrs.get("SystemList")
+        if started and isinstance(sl, dict) and isinstance(asl, list):
+            best = min(int(v) for v in sl.values())
+            preferred = [s for s, v in sl.items() if int(v) == best]
+            if not set(asl) & set(preferred):
+                self.out.approximated(
+                    f"group {gname}: AutoStartList {_fmt(asl)}: Pacemaker starts the group "
+                    f"on the best available node by SystemList ({', '.join(preferred)}), "
+                    "not on an AutoStartList system"
+                )
+        if attrs.get("Frozen", "0") != "0" or attrs.get("TFrozen", "0") != "0":
+            meta["is-managed"] = "false"
+        if isinstance(sl, dict) and len({int(v) for v in sl.values()}) > 1:
+            # VCS never fails a group back to a better system by itself: stickiness above
+            # the spread of the location scores keeps it where it runs.
+            meta["resource-stickiness"] = str(SCORE_STEP * (len(set(sl.values())) + 1))
+        return meta
+
+    def locations(self, gname: str, top: str, attrs: dict[str, Value]) -> None:
+        sl = attrs.get("SystemList")
+        if not isinstance(sl, dict) or not sl:
+            self.out.not_exported(
+                f"group {gname}: no SystemList (Pacemaker may run it on any node)"
+            )
+            return
+        priorities = sorted({int(v) for v in sl.values()})
+        for system in sorted(sl, key=lambda s: (int(sl[s]), s)):
+            rank = priorities.index(int(sl[system]))
+            score = SCORE_STEP * (len(priorities) - rank)
+            self.out.locations.append(
+                Location(self.new_id(f"{top}-on-{system}"), top, str(score), node=system)
+            )
+        self.out.locations.append(
+            Location(self.new_id(f"{top}-only-systemlist"), top, "-INFINITY",
+                     not_on=sorted(sl))
+        )  # fmt: skip
+
+    # -- group links ---------------------------------------------------------------
+
+    def group_links(self) -> None:
+        for gl in self.cfg.group_links:
+            what = f"requires group {gl.child_group} {' '.join(gl.words)} (in group {gl.group})"
+            parent, child = self.out.top.get(gl.group), self.out.top.get(gl.child_group)
+            if parent is None or child is None:
+                self.out.not_exported(f"{what}: a group without KVMGuest resources")
+                continue
+            words = set(gl.words)
+            category = next((w for w in ("online", "offline") if w in words), "online")
+            location = next((w for w in ("local", "global", "remote") if w in words), "local")
+            kind = next((w for w in ("soft", "firm", "hard") if w in words), "firm")
+            base = f"{parent}-{category}-{location}-{child}"
+            if category == "offline":
+                self.out.colocations.append(
+                    Colocation(self.new_id(base), parent, child, "-INFINITY")
+                )
+                self.out.approximated(
+                    f"{what}: the groups never run on the same node (Pacemaker cannot "
+                    "require the child to be offline there)"
+                )
+                continue
+            order_kind = "Optional" if kind == "soft" else "Mandatory"
+            self.out.orders.append(Order(self.new_id(f"{base}-order"), child, parent, order_kind))
+            if location == "local":
+                self.out.colocations.append(
+                    Colocation(self.new_id(f"{base}-colocation"), parent, child, "INFINITY")
+                )
+            elif location == "remote":
+                self.out.colocations.append(
+                    Colocation(self.new_id(f"{base}-colocation"), parent, child, "-INFINITY")
+                )
+            if kind == "soft":
+                self.out.approximated(
+                    f"{what}: an Optional order only orders starts that happen together; "
+                    "the parent keeps running when the child fails"
+                )
+            elif kind == "hard":
+                self.out.approximated(
+                    f"{what}: as firm (Pacemaker stops the parent when the child stops)"
+                )
+
+    def run(self) -> Export:
+        self.report_objects()
+        shared = self.cluster_and_system_params()
+        known = set(self.cfg.groups)
+        for gname in self.cfg.groups:
+            self.group(gname, self.cfg.groups[gname], shared)
+        for b in self.cfg.resources.values():
+            if b.group not in known:
+                self.out.not_exported(f"resource {b.name}: not in a group")
+        self.group_links()
+        return self.out
+
+
+def export(cfg: Config) -> Export:
+    """The Pacemaker model of ``cfg`` (a configuration that passed validation)."""
+    return _Exporter(cfg).run()
+
+
+# --- rendering ----------------------------------------------------------------------
+
+
+def _crm_quote(value: str) -> str:
+    if value and re.fullmatch(r"[A-Za-z0-9_.:/@%+,{}=-]+", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _crm_params(ps: ParamSet) -> str:
+    pairs = " ".join(f"{k}={_crm_quote(v)}" for k, v in ps.values.items())
+    if ps.node is None:
+        return f"params {ps.score}: {pairs}"
+    return f"params {ps.score}: rule #uname eq {ps.node} {pairs}"
+
+
+def _crm_op(op: Op) -> str:
+    parts = [f"op {op.name}", f"interval={op.interval}s", f"timeout={op.timeout}s"]
+    if op.role:
+        parts.append(f"role={op.role}")
+    if op.on_fail:
+        parts.append(f"on-fail={op.on_fail}")
+    if op.check_level is not None:
+        parts.append(f"OCF_CHECK_LEVEL={op.check_level}")
+    return " ".join(parts)
+
+
+def render_crm(e: Export) -> str:
+    lines: list[str] = [
+        "# Generated by kvmguest export pacemaker: load with",
+        "#   crm configure load update FILE",
+    ]
+    for p in e.primitives:
+        body = [f"primitive {p.id} {':'.join(AGENT)}"]
+        body += [_crm_params(ps) for ps in p.params]
+        if p.meta:
+            body.append("meta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in p.meta.items()))
+        body += [_crm_op(op) for op in p.ops]
+        lines.append(" \\\n\t".join(body))
+    for g in e.groups:
+        head = f"group {g.id} {' '.join(g.members)}"
+        if g.meta:
+            head += " \\\n\tmeta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in g.meta.items())
+        lines.append(head)
+    for loc in e.locations:
+        score = _crm_score(loc.score)
+        if loc.not_on is not None:
+            expr = " and ".join(f"#uname ne {n}" for n in loc.not_on)
+            lines.append(f"location {loc.id} {loc.rsc} rule {score}: {expr}")
+        else:
+            lines.append(f"location {loc.id} {loc.rsc} {score}: {loc.node}")
+    for o in e.orders:
+        lines.append(f"order {o.id} {o.kind}: {o.first} {o.then}")
+    for c in e.colocations:
+        lines.append(f"colocation {c.id} {_crm_score(c.score)}: {c.rsc} {c.with_rsc}")
+    return "\n".join(lines) + "\n"
+
+
+def _crm_score(score: str) -> str:
+    return {"INFINITY": "inf", "-INFINITY": "-inf"}.get(score, score)
+
+
+def _nv(owner: str, values: dict[str, str]) -> list[str]:
+    return [
+        f"<nvpair id={quoteattr(f'{owner}-{k}')} name={quoteattr(k)} value={quoteattr(v)}/>"
+        for k, v in values.items()
+    ]
+
+
+def _xml_primitive(p: Primitive, indent: str) -> list[str]:
+    cls, provider, kind = AGENT
+    out = [f'{indent}<primitive id="{p.id}" class="{cls}" provider="{provider}" type="{kind}">']
+    i2, i3 = indent + "  ", indent + "    "
+    for ps in p.params:
+        sid = f"{p.id}-params" + (f"-{ps.node}" if ps.node else "")
+        out.append(f'{i2}<instance_attributes id={quoteattr(sid)} score="{ps.score}">')
+        if ps.node is not None:
+            out.append(
+                f'{i3}<rule id={quoteattr(sid + "-rule")} score="0">'
+                f'<expression id={quoteattr(sid + "-rule-expr")} attribute="#uname" '
+                f'operation="eq" value={quoteattr(ps.node)}/></rule>'
+            )
+        out += [i3 + x for x in _nv(sid, ps.values)]
+        out.append(f"{i2}</instance_attributes>")
+    if p.meta:
+        out.append(f'{i2}<meta_attributes id="{p.id}-meta">')
+        out += [i3 + x for x in _nv(f"{p.id}-meta", p.meta)]
+        out.append(f"{i2}</meta_attributes>")
+    out.append(f"{i2}<operations>")
+    for op in p.ops:
+        oid = f"{p.id}-{op.id_suffix}"
+        attrs = f'id="{oid}" name="{op.name}" interval="{op.interval}s" timeout="{op.timeout}s"'
+        if op.role:
+            attrs += f' role="{op.role}"'
+        if op.on_fail:
+            attrs += f' on-fail="{op.on_fail}"'
+        if op.check_level is None:
+            out.append(f"{i3}<op {attrs}/>")
+        else:
+            out.append(f"{i3}<op {attrs}>")
+            out.append(f'{i3}  <instance_attributes id="{oid}-params">')
+            out += [i3 + "    " + x for x in _nv(oid, {"OCF_CHECK_LEVEL": str(op.check_level)})]
+            out.append(f"{i3}  </instance_attributes>")
+            out.append(f"{i3}</op>")
+    out.append(f"{i2}</operations>")
+    out.append(f"{indent}</primitive>")
+    return out
+
+
+def render_xml(e: Export) -> str:
+    """A ``<configuration>`` with ``<resources>`` and ``<constraints>`` (docs/pacemaker.md
+    shows how to load it with cibadmin)."""
+    out = [
+        "<!-- Generated by kvmguest export pacemaker. Load with:",
+        "     cibadmin --modify --allow-create --scope configuration --xml-file FILE -->",
+        "<configuration>",
+        "  <resources>",
+    ]
+    grouped = {m for g in e.groups for m in g.members}
+    prims = {p.id: p for p in e.primitives}
+    for p in e.primitives:
+        if p.id not in grouped:
+            out += _xml_primitive(p, "    ")
+    for g in e.groups:
+        out.append(f'    <group id="{g.id}">')
+        if g.meta:
+            out.append(f'      <meta_attributes id="{g.id}-meta">')
+            out += ["        " + x for x in _nv(f"{g.id}-meta", g.meta)]
+            out.append("      </meta_attributes>")
+        for m in g.members:
+            out += _xml_primitive(prims[m], "      ")
+        out.append("    </group>")
+    out += ["  </resources>", "  <constraints>"]
+    for loc in e.locations:
+        if loc.not_on is None:
+            out.append(
+                f'    <rsc_location id="{loc.id}" rsc="{loc.rsc}" node={quoteattr(loc.node or "")} '
+                f'score="{loc.score}"/>'
+            )
+            continue
+        out.append(f'    <rsc_location id="{loc.id}" rsc="{loc.rsc}">')
+        out.append(f'      <rule id="{loc.id}-rule" score="{loc.score}" boolean-op="and">')
+        for i, node in enumerate(loc.not_on):
+            out.append(
+                f'        <expression id="{loc.id}-rule-{i}" attribute="#uname" operation="ne" '
+                f"value={quoteattr(node)}/>"
+            )
+        out += ["      </rule>", "    </rsc_location>"]
+    for o in e.orders:
+        out.append(
+            f'    <rsc_order id="{o.id}" first="{o.first}" then="{o.then}" kind="{o.kind}"/>'
+        )
+    for c in e.colocations:
+        out.append(
+            f'    <rsc_colocation id="{c.id}" rsc="{c.rsc}" with-rsc="{c.with_rsc}" '
+            f'score="{c.score}"/>'
+        )
+    out += ["  </constraints>", "</configuration>"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,348 @@
+"""The OCF parameters of ``ocf:kvmguest:KVMGuest`` and how they map to KVMGuest attributes.
+
+Every KVMGuest attribute is one parameter; an association (CEInfo, RHEVMInfo, DROpts) is
+flattened into one parameter per key (``ce_``, ``rhevm_``, ``dr_`` prefixes). The cluster
+and system attributes a guest depends on (the libvirt URI of a migration target, its site)
+are parameters too, so a resource can be run from its parameters alone — that is what
+``kvmguest export pacemaker`` writes, and what the lean monitor path reads. The other way,
+``config`` + ``resource`` point at a resource of a main.cf.
+
+Pure: no libvirt, no lark (the lean monitor path imports this module).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kvmguest.ocf.codes import Ocf, OcfError
+
+RESKEY = "OCF_RESKEY_"
+META = "OCF_RESKEY_CRM_meta_"
+# Set by Pacemaker for every action; not a parameter of ours.
+IGNORED_RESKEYS = {"crm_feature_set"}
+DEFAULT_URI = "qemu:///system"
+# The template every system's libvirt URI is built from unless a system has its own.
+DEFAULT_URI_TEMPLATE = "qemu+ssh://{system}/system"
+
+
+@dataclass(frozen=True)
+class OcfParam:
+    name: str
+    kind: str  # the OCF content type: string, integer or boolean
+    default: str
+    shortdesc: str
+    longdesc: str
+    attr: str | None = None  # the KVMGuest attribute (VCS name) it sets
+    key: str | None = None  # ... and the key, for an association
+    cluster_attr: str | None = None  # or a cluster attribute
+    system_attr: str | None = None  # or a system attribute, as "SYSTEM=VALUE ..." pairs
+    unique: bool = False
+
+    @property
+    def vcs_name(self) -> str:
+        if self.attr:
+            return f"{self.attr}.{self.key}" if self.key else self.attr
+        if self.cluster_attr:
+            return f"cluster {self.cluster_attr}"
+        if self.system_attr:
+            return f"system {self.system_attr}"
+        return ""
+
+
+def _p(
+    name: str,
+    kind: str,
+    default: str,
+    short: str,
+    long: str,
+    *,
+    attr: str | None = None,
+    key: str | None = None,
+    cluster_attr: str | None = None,
+    system_attr: str | None = None,
+    unique: bool = False,
+) -> OcfParam:
+    return OcfParam(name, kind, default, short, long, attr, key, cluster_attr, system_attr, unique)
+
+
+_SYSTEMS_FORMAT = (
+    " Written as SYSTEM=VALUE pairs separated by spaces; a system is a Pacemaker node name."
+)
+
+PARAMS: tuple[OcfParam, ...] = (
+    # -- where the resource is defined -----------------------------------------------
+    _p("config", "string", "", "main.cf holding the resource",
+       "A VCS main.cf (the kvmguest configuration language). With 'resource', the guest "
+       "is the KVMGuest resource of that name in this file, its local values (Attr@system) "
+       "resolved for the node the action runs on. Parameters given beside it override the "
+       "file's values. Without it, the guest is described by the parameters below."),
+    _p("resource", "string", "", "resource name in main.cf",
+       "The KVMGuest resource of 'config' that this Pacemaker resource runs.", unique=True),
+    _p("hypervisor", "string", DEFAULT_URI, "libvirt URI of this node",
+       "The libvirt URI the agent manages the guest through, on the node where the action "
+       "runs (as VirtualDomain's 'hypervisor'). Monitor, stop and the no-double-start "
+       "checks look at the guest's QEMU process only for a local qemu:///system."),
+    # -- the KVMGuest attributes (the seed's type) -------------------------------------
+    _p("guest_name", "string", "", "GuestName: the libvirt domain (or RHV-M VM) name",
+       "GuestName. The libvirt domain name (KVM) or the VM name in RHV-M (RHEV). Required "
+       "unless config and resource are given.", attr="GuestName", unique=True),
+    _p("delay_after_guest_online", "integer", "5", "DelayAfterGuestOnline (s)",
+       "DelayAfterGuestOnline. Seconds start waits for the guest to be fully up (RHEV: up; "
+       "KVM: running). The wait ends as soon as the guest is up: an upper bound, not a "
+       "sleep.", attr="DelayAfterGuestOnline"),
+    _p("delay_after_guest_offline", "integer", "30", "DelayAfterGuestOffline (s)",
+       "DelayAfterGuestOffline. Seconds stop waits for a graceful (ACPI) shutdown before it "
+       "forces the guest off; bounded by the stop timeout.", attr="DelayAfterGuestOffline"),
+    _p("sync_dir", "string", "", "SyncDir: copy the definition here on stop",
+       "SyncDir. Stop copies the guest's persistent definition to SYNCDIR/GUESTNAME.xml, "
+       "atomically (temp file, fsync, rename), so that a peer can define it. A copy failure "
+       "is a warning: the guest is still stopped.", attr="SyncDir"),
+    _p("guest_config_file_path", "string", "", "GuestConfigFilePath: domain XML file",
+       "GuestConfigFilePath. A libvirt domain XML file; start defines the guest from it when "
+       "it is not defined on this node. Its <name> must equal GuestName. Put it where every "
+       "node sees it (shared storage).", attr="GuestConfigFilePath"),
+    _p("resync_vm_cfg", "boolean", "false", "ResyncVMCfg: redefine when the file changed",
+       "ResyncVMCfg. With true, start redefines the guest from GuestConfigFilePath when the "
+       "file changed since it was defined. A running guest is never redefined.",
+       attr="ResyncVMCfg"),
+    _p("ce_enabled", "boolean", "false", "CEInfo.Enabled: heartbeat a control entity",
+       "CEInfo.Enabled. With true, every monitor also checks that the libvirt of system "
+       "ce_system answers (the heartbeat of the control entity that also tracks the guest).",
+       attr="CEInfo", key="Enabled"),
+    _p("ce_system", "string", "", "CEInfo.CESystem: the control entity's system",
+       "CEInfo.CESystem. The system (node) whose libvirt is the control entity; its URI comes "
+       "from libvirt_uris or libvirt_uri_template.", attr="CEInfo", key="CESystem"),
+    _p("ce_fault_on_hb_loss", "boolean", "true", "CEInfo.FaultOnHBLoss",
+       "CEInfo.FaultOnHBLoss. On heartbeat loss, true reports the guest not running (7: "
+       "Pacemaker recovers it), false reports it degraded (190: the operator decides).",
+       attr="CEInfo", key="FaultOnHBLoss"),
+    _p("rhevm_enabled", "boolean", "false", "RHEVMInfo.Enabled: manage through RHV-M",
+       "RHEVMInfo.Enabled. false: a KVM guest managed through libvirt; true: a VM managed "
+       "through the RHV-M REST API.", attr="RHEVMInfo", key="Enabled"),
+    _p("rhevm_url", "string", "", "RHEVMInfo.URL (https only)",
+       "RHEVMInfo.URL. The RHV-M URL for the REST API, https only, for example "
+       "https://rhevm-server.example.com:443.", attr="RHEVMInfo", key="URL"),
+    _p("rhevm_user", "string", "", "RHEVMInfo.User",
+       "RHEVMInfo.User. The RHV-M user the agent logs in as, for example admin@internal.",
+       attr="RHEVMInfo", key="User"),
+    _p("rhevm_password", "string", "", "RHEVMInfo.Password (ciphertext)",
+       "RHEVMInfo.Password. The password of User, encrypted with 'kvmguest encrypt' (never "
+       "the clear text).", attr="RHEVMInfo", key="Password"),
+    _p("rhevm_cluster", "string", "", "RHEVMInfo.Cluster",
+       "RHEVMInfo.Cluster. The RHV-M cluster that this node's RHV host is a member of.",
+       attr="RHEVMInfo", key="Cluster"),
+    _p("rhevm_use_manual_fencing", "boolean", "false", "RHEVMInfo.UseManualRHEVMFencing",
+       "RHEVMInfo.UseManualRHEVMFencing. With true, a crashed RHV host is confirmed as "
+       "rebooted (manual fencing) before its VM is started elsewhere.",
+       attr="RHEVMInfo", key="UseManualRHEVMFencing"),
+    _p("dr_configure_network", "boolean", "false", "DROpts.ConfigureNetwork",
+       "DROpts.ConfigureNetwork. With true, start hands the guest this site's network "
+       "parameters (the dr_ parameters) on a CD-ROM, and the guest is never migrated to a "
+       "node of another site (see 'sites').", attr="DROpts", key="ConfigureNetwork"),
+    _p("dr_ipaddress", "string", "", "DROpts.IPAddress",
+       "DROpts.IPAddress. The IP address the guest takes at this site after a cross-site "
+       "failover.", attr="DROpts", key="IPAddress"),
+    _p("dr_netmask", "string", "", "DROpts.Netmask",
+       "DROpts.Netmask. The netmask (or prefix length) at this site.",
+       attr="DROpts", key="Netmask"),
+    _p("dr_gateway", "string", "", "DROpts.Gateway",
+       "DROpts.Gateway. The default gateway at this site.", attr="DROpts", key="Gateway"),
+    _p("dr_dns_servers", "string", "", "DROpts.DNSServers",
+       "DROpts.DNSServers. The DNS servers at this site, separated by spaces.",
+       attr="DROpts", key="DNSServers"),
+    _p("dr_dns_search_path", "string", "", "DROpts.DNSSearchPath",
+       "DROpts.DNSSearchPath. The DNS search domains at this site, separated by spaces.",
+       attr="DROpts", key="DNSSearchPath"),
+    _p("dr_device", "string", "", "DROpts.Device",
+       "DROpts.Device. The guest NIC that takes the address (for example eth0); unset: the "
+       "first one.", attr="DROpts", key="Device"),
+    # -- the cluster and system attributes a guest depends on ----------------------------
+    _p("libvirt_uri_template", "string", DEFAULT_URI_TEMPLATE,
+       "libvirt URI of another node ({system} or %n: its name)",
+       "Cluster attribute LibvirtURITemplate: the libvirt URI of a node that has none in "
+       "libvirt_uris; {system} (or %n, as in VirtualDomain's remoteuri) is replaced by the "
+       "node name. Used for the migration target, the CEInfo heartbeat and guestmigrated.",
+       cluster_attr="LibvirtURITemplate"),
+    _p("migrate_data_uri_template", "string", "",
+       "migration data URI of a target node ({system} or %n)",
+       "Cluster attribute MigrateDataURITemplate: where the migration data for a guest "
+       "moving to a node goes (for example tcp://{system}-mig or unix:///srv/mig/%n.sock); "
+       "empty lets libvirt choose.", cluster_attr="MigrateDataURITemplate"),
+    _p("libvirt_uris", "string", "", "libvirt URI of each node (SYSTEM=URI ...)",
+       "System attribute LibvirtURI, for the nodes whose URI does not follow "
+       "libvirt_uri_template." + _SYSTEMS_FORMAT, system_attr="LibvirtURI"),
+    _p("migrate_data_uris", "string", "", "migration data URI of each node (SYSTEM=URI ...)",
+       "System attribute MigrateDataURI, for the nodes whose migration data URI does not "
+       "follow migrate_data_uri_template." + _SYSTEMS_FORMAT, system_attr="MigrateDataURI"),
+    _p("sites", "string", "", "DR site of each node (SYSTEM=SITE ...)",
+       "System attribute Site. A guest with dr_configure_network=true is never migrated "
+       "to a node of another site." + _SYSTEMS_FORMAT, system_attr="Site"),
+    _p("rhev_hosts", "string", "", "RHV host of each node (SYSTEM=HOST ...)",
+       "System attribute RHEVHost: the RHV host (name or address) that a node is in "
+       "rhevm_cluster; unset: the node name." + _SYSTEMS_FORMAT, system_attr="RHEVHost"),
+    _p("rhevm_ca_file", "string", "", "CA bundle that verifies RHV-M",
+       "Cluster attribute RHEVMCAFile; empty: KVMGUEST_RHEVM_CAFILE, then the system trust "
+       "store.", cluster_attr="RHEVMCAFile"),
+    _p("secret_key_file", "string", "", "key that decrypts rhevm_password",
+       "Cluster attribute SecretKeyFile; empty: KVMGUEST_KEY_FILE, then "
+       "/etc/kvmguest/secret.key.", cluster_attr="SecretKeyFile"),
+)  # fmt: skip
+
+BY_NAME: dict[str, OcfParam] = {p.name: p for p in PARAMS}
+# The parameters that describe the guest itself (not where its definition is).
+ATTR_PARAMS: tuple[OcfParam, ...] = tuple(p for p in PARAMS if p.attr)
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n", ""}
+
+
+def ocf_bool(value: str) -> bool | None:
+    """Pacemaker's spellings of a boolean; None when ``value`` is none of them."""
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    return None
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What Pacemaker says about the action (``OCF_RESKEY_CRM_meta_*``)."""
+
+    timeout_ms: int | None = None
+    interval_ms: int = 0
+    on_node: str | None = None
+    migrate_source: str | None = None
+    migrate_target: str | None = None
+
+    @property
+    def probe(self) -> bool:
+        return self.interval_ms == 0
+
+
+@dataclass(frozen=True)
+class OcfEnv:
+    """The parameters, meta values and check level of one agent invocation."""
+
+    params: dict[str, str]
+    meta: Meta
+    instance: str
+    check_level: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def get(self, name: str) -> str:
+        """The parameter's value, or its default."""
+        value = self.params.get(name)
+        return value if value is not None else BY_NAME[name].default
+
+    def given(self, name: str) -> bool:
+        return name in self.params
+
+    @property
+    def config_mode(self) -> bool:
+        return bool(self.params.get("config") or self.params.get("resource"))
+
+    def flag(self, name: str) -> bool:
+        value = ocf_bool(self.get(name))
+        if value is None:
+            raise OcfError(Ocf.ERR_CONFIGURED, f"{name} must be a boolean, not {self.get(name)!r}")
+        return value
+
+
+def _int_env(environ: Mapping[str, str], name: str) -> int | None:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise OcfError(Ocf.ERR_ARGS, f"{name} must be an integer, not {raw!r}") from None
+
+
+def from_environ(environ: Mapping[str, str]) -> OcfEnv:
+    """Read one invocation's environment. Raises OcfError for unknown or malformed input."""
+    params: dict[str, str] = {}
+    for key, value in environ.items():
+        if not key.startswith(RESKEY) or key.startswith(META):
+            continue
+        name = key[len(RESKEY) :]
+        if name in IGNORED_RESKEYS:
+            continue
+        if name not in BY_NAME:
+            close = difflib.get_close_matches(name, list(BY_NAME), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            # A misspelt parameter that is silently ignored changes what the agent does.
+            raise OcfError(Ocf.ERR_CONFIGURED, f"unknown parameter {name!r}{hint}")
+        params[name] = value
+    level = _int_env(environ, "OCF_CHECK_LEVEL") or 0
+    meta = Meta(
+        timeout_ms=_int_env(environ, META + "timeout"),
+        interval_ms=_int_env(environ, META + "interval") or 0,
+        on_node=environ.get(META + "on_node") or None,
+        migrate_source=environ.get(META + "migrate_source") or None,
+        migrate_target=environ.get(META + "migrate_target") or None,
+    )
+    instance = environ.get("OCF_RESOURCE_INSTANCE") or "KVMGuest"
+    return OcfEnv(params=params, meta=meta, instance=instance, check_level=level)
+
+
+def system_pairs(name: str, value: str) -> dict[str, str]:
+    """``"node1=a node2=b"`` -> ``{"node1": "a", "node2": "b"}``."""
+    out: dict[str, str] = {}
+    for item in value.split():
+        system, sep, val = item.partition("=")
+        if not sep or not system:
+            raise OcfError(Ocf.ERR_CONFIGURED, f"{name}: {item!r} is not SYSTEM=VALUE")
+        out[system] = val
+    return out
+
+
+def template(value: str) -> str:
+    """VirtualDomain's ``%n`` spelling of the node name, as our ``{system}``."""
+    return value.replace("%n", "{system}")
+
+
+def attr_value(param: OcfParam, value: str) -> str:
+    """An OCF value as the configuration language writes it (booleans 0/1, NONE unset)."""
+    if param.kind == "boolean":
+        b = ocf_bool(value)
+        if b is None:
+            raise OcfError(
+                Ocf.ERR_CONFIGURED, f"{param.name} must be a boolean (true/false), not {value!r}"
+            )
+        return "1" if b else "0"
+    if param.key and value == "":
+        return "NONE"
+    return value
+
+
+def ocf_value(param: OcfParam, raw: str) -> str:
+    """A configuration-language value as an OCF parameter value (the inverse)."""
+    if param.kind == "boolean":
+        return "true" if raw == "1" else "false"
+    if param.key and raw == "NONE":
+        return ""
+    return raw
+
+
+def flatten_attrs(attrs: Mapping[str, object]) -> dict[str, str]:
+    """KVMGuest attribute values (raw, as in a main.cf block) -> OCF parameters.
+
+    Only what ``attrs`` holds is returned; an association gives one parameter per key it
+    holds. Statics and unknown attributes are left out (the caller reports them).
+    """
+    out: dict[str, str] = {}
+    for p in ATTR_PARAMS:
+        assert p.attr is not None
+        raw = attrs.get(p.attr)
+        if raw is None:
+            continue
+        if p.key is None:
+            if isinstance(raw, str):
+                out[p.name] = ocf_value(p, raw)
+        elif isinstance(raw, dict) and p.key in raw:
+            out[p.name] = ocf_value(p, str(raw[p.key]))
+    return out
