@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import libvirt
 import pytest
 
+import libvirt
 from kvmguest.agent import entrypoints as ep
 from kvmguest.agent.params import Loaded
 from kvmguest.agent.runner import Env, context

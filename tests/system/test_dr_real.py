@@ -39,8 +39,11 @@ def test_dr_guest_gets_its_site_payload_and_the_other_site_replaces_it(
     out = ep.online(east)
     assert out.ok, out.message
     seen = _payload_seen(g.serial, mark)
-    assert (seen["ip_address"], seen["prefix_length"], seen["gateway"]) == ("192.0.2.10", 24,
-                                                                          "192.0.2.1")
+    assert (seen["ip_address"], seen["prefix_length"], seen["gateway"]) == (
+        "192.0.2.10",
+        24,
+        "192.0.2.1",
+    )
     assert seen["site"] == "east" and seen["dns_search"] == ["east.example"]
     assert ep.clean(east, 4).ok
     # Failover to the other site (same libvirtd, acting as host2 of site west).

@@ -8,9 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import libvirt
 import pytest
 
+import libvirt
 from kvmguest.agent import entrypoints as ep
 from kvmguest.model.states import ResourceState
 

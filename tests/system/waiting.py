@@ -9,9 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(
-    probe: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str
-) -> T:
+def wait_until(probe: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
     """Call ``probe`` until ``done(result)``; AssertionError with the last result on timeout."""
     deadline = time.monotonic() + timeout
     while True:

@@ -5,6 +5,7 @@ Exit codes follow the VCS script conventions (README, "Exit codes").
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -92,27 +93,49 @@ def cli(
 
 
 def _resource_command(name: str, help_text: str) -> Callable[[Callable[..., Any]], Any]:
+    """An entry-point command: the global options may also follow the command name."""
+
     def wrap(fn: Callable[..., Any]) -> Any:
-        fn = config_option(fn)
-        return cli.command(name, help=help_text)(fn)
+        @functools.wraps(fn)
+        def run(
+            *args: Any, config: str | None, local_system: str | None, local_uri: str | None,
+            local_json: bool, **kwargs: Any,
+        ) -> Any:  # fmt: skip
+            obj = click.get_current_context().find_object(dict)
+            assert obj is not None
+            env: Env = obj["env"]
+            obj["env"] = Env(
+                config=config or env.config,
+                system=local_system or env.system,
+                uri=local_uri or env.uri,
+            )
+            obj["json"] = obj["json"] or local_json
+            return fn(*args, **kwargs)
+
+        run = click.option("--json", "local_json", is_flag=True, help="machine-readable output")(
+            run
+        )
+        run = click.option("--connect", "local_uri", help="libvirt URI of this host")(run)
+        run = click.option("--system", "local_system", help="this system's name in main.cf")(run)
+        run = config_option(run)
+        return cli.command(name, help=help_text)(run)
 
     return wrap
 
 
-def _override_config(obj: dict[str, Any], config: str | None) -> None:
-    if config:
-        env: Env = obj["env"]
-        obj["env"] = Env(config=config, system=env.system, uri=env.uri)
+def _done(obj: dict[str, Any], ctx: ep.Context, outcome: ep.Outcome) -> NoReturn:
+    ctx.hv.close()  # RHEV: log out, or every one-shot leaves an SSO session behind
+    _report(obj, outcome)
 
 
 @_resource_command("monitor", "Report the guest's state (exit 100 offline, 101-110 online, "
                    "200 intentional offline, 99 unknown).")  # fmt: skip
 @click.argument("resource")
 @click.pass_obj
-def monitor_cmd(obj: dict[str, Any], resource: str, config: str | None) -> None:
-    _override_config(obj, config)
+def monitor_cmd(obj: dict[str, Any], resource: str) -> None:
     ctx = _load_context(obj, resource, EXIT_UNKNOWN)
     result = ep.monitor(ctx)
+    ctx.hv.close()
     if obj["json"]:
         click.echo(json.dumps(result.as_dict()))
     else:
@@ -123,17 +146,17 @@ def monitor_cmd(obj: dict[str, Any], resource: str, config: str | None) -> None:
 @_resource_command("online", "Bring the guest online (define it first if needed).")
 @click.argument("resource")
 @click.pass_obj
-def online_cmd(obj: dict[str, Any], resource: str, config: str | None) -> None:
-    _override_config(obj, config)
-    _report(obj, ep.online(_load_context(obj, resource, EXIT_FAIL)))
+def online_cmd(obj: dict[str, Any], resource: str) -> None:
+    ctx = _load_context(obj, resource, EXIT_FAIL)
+    _done(obj, ctx, ep.online(ctx))
 
 
 @_resource_command("offline", "Shut the guest down gracefully.")
 @click.argument("resource")
 @click.pass_obj
-def offline_cmd(obj: dict[str, Any], resource: str, config: str | None) -> None:
-    _override_config(obj, config)
-    _report(obj, ep.offline(_load_context(obj, resource, EXIT_FAIL)))
+def offline_cmd(obj: dict[str, Any], resource: str) -> None:
+    ctx = _load_context(obj, resource, EXIT_FAIL)
+    _done(obj, ctx, ep.offline(ctx))
 
 
 @_resource_command("clean", "Force the guest off after a failure.")
@@ -142,18 +165,18 @@ def offline_cmd(obj: dict[str, Any], resource: str, config: str | None) -> None:
               help="VCS clean reason: " + "; ".join(f"{k} {v}" for k, v in
                                                     ep.CLEAN_REASONS.items()))  # fmt: skip
 @click.pass_obj
-def clean_cmd(obj: dict[str, Any], resource: str, reason: int, config: str | None) -> None:
-    _override_config(obj, config)
-    _report(obj, ep.clean(_load_context(obj, resource, EXIT_FAIL), reason))
+def clean_cmd(obj: dict[str, Any], resource: str, reason: int) -> None:
+    ctx = _load_context(obj, resource, EXIT_FAIL)
+    _done(obj, ctx, ep.clean(ctx, reason))
 
 
 @_resource_command("migrate", "Live-migrate the guest to another system.")
 @click.argument("resource")
 @click.option("--to", "target", required=True, help="target system name")
 @click.pass_obj
-def migrate_cmd(obj: dict[str, Any], resource: str, target: str, config: str | None) -> None:
-    _override_config(obj, config)
-    _report(obj, ep.migrate(_load_context(obj, resource, EXIT_FAIL), target))
+def migrate_cmd(obj: dict[str, Any], resource: str, target: str) -> None:
+    ctx = _load_context(obj, resource, EXIT_FAIL)
+    _done(obj, ctx, ep.migrate(ctx, target))
 
 
 @_resource_command("action", "Run an action: guestmigrated, vmconfigsync, DevScan.")
@@ -161,11 +184,9 @@ def migrate_cmd(obj: dict[str, Any], resource: str, target: str, config: str | N
 @click.argument("token")
 @click.argument("args", nargs=-1)
 @click.pass_obj
-def action_cmd(
-    obj: dict[str, Any], resource: str, token: str, args: tuple[str, ...], config: str | None
-) -> None:
-    _override_config(obj, config)
-    _report(obj, ep.action(_load_context(obj, resource, EXIT_FAIL), token, list(args)))
+def action_cmd(obj: dict[str, Any], resource: str, token: str, args: tuple[str, ...]) -> None:
+    ctx = _load_context(obj, resource, EXIT_FAIL)
+    _done(obj, ctx, ep.action(ctx, token, list(args)))
 
 
 def main() -> None:

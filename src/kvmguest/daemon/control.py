@@ -21,9 +21,7 @@ from typing import Any
 
 Reply = dict[str, Any]
 # A handler gets the request and a function to send progress lines; returns the reply.
-Handler = Callable[
-    [dict[str, Any], Callable[[str], Coroutine[Any, Any, None]]], Awaitable[Reply]
-]
+Handler = Callable[[dict[str, Any], Callable[[str], Coroutine[Any, Any, None]]], Awaitable[Reply]]
 MAX_REQUEST = 64 * 1024
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
 
 USAGE = (
@@ -56,6 +55,8 @@ def _act(action: str, environ: Mapping[str, str]) -> tuple[int, str]:
         # libvirt's binding, the RHV-M SDK or kvmguest itself is missing in this Python.
         return _ERR_INSTALLED, f"cannot import {e.name or e}: not installed for {sys.executable}"
     except Exception as e:
+        import traceback  # only here: it costs the monitor path ~5 ms to import
+
         traceback.print_exc(file=sys.stderr)
         return _ERR_GENERIC, f"{action} failed: {type(e).__name__}: {e}"
 

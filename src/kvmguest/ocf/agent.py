@@ -233,10 +233,9 @@ def resolve(env: OcfEnv, action: str) -> Resolved:
 
 
 def _memo_path(env: OcfEnv) -> Path:
-    # HA_RSCTMP: the resource agents' volatile state directory (tmpfs: gone after a reboot,
-    # and so is every guest that ran before it).
-    base = Path(os.environ.get("HA_RSCTMP") or "/run/resource-agents")
-    return base / f"kvmguest-{env.instance}.json"
+    # In HA_RSCTMP, a tmpfs: the memo goes with a reboot, and so does every guest that ran
+    # before it.
+    return Path(env.rsctmp) / f"kvmguest-{env.instance}.json"
 
 
 def remember(env: OcfEnv, name: str, uri: str) -> None:
@@ -294,7 +293,7 @@ def _no_guest_here(uri: str) -> bool:
 def _params_env(env: OcfEnv, name: str, uri: str) -> OcfEnv:
     """An environment that describes the guest by name only (no config)."""
     params = {"guest_name": name, "hypervisor": uri}
-    return OcfEnv(params=params, meta=env.meta, instance=env.instance)
+    return OcfEnv(params, env.meta, env.instance, rsctmp=env.rsctmp)
 
 
 def monitor_unreadable(env: OcfEnv, why: str) -> tuple[Ocf, str]:
@@ -342,7 +341,8 @@ def stop(r: Resolved) -> tuple[Ocf, str]:
         log.warning("%s", w)
     message = off.message
     if not off.ok:
-        log.warning("%s; forcing it off", off.message)
+        now = ctx.hv.probe(ctx.params, ctx.deadline("Clean"))
+        log.warning("%s (now %s: %s); forcing it off", off.message, now.state.value, now.detail)
         cl = ep.clean(ctx, 1)
         for w in cl.warnings:
             log.warning("%s", w)

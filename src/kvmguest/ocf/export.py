@@ -32,7 +32,13 @@ from xml.sax.saxutils import quoteattr
 
 from kvmguest.model.attributes import Value
 from kvmguest.model.config import Block, Config
-from kvmguest.model.types import KVMGUEST, builtin_types, effective_attrs, merged_types
+from kvmguest.model.types import (
+    KVMGUEST,
+    builtin_types,
+    effective_attrs,
+    merged_types,
+    object_types,
+)
 from kvmguest.ocf.params import PARAMS, flatten_attrs
 
 AGENT = ("ocf", "kvmguest", "KVMGuest")
@@ -279,9 +285,13 @@ class _Exporter:
                 value = per[system]
                 default = self.attrs[attr].default
                 if isinstance(value, dict) and isinstance(default, dict):
-                    # A local association replaces the resource's whole value: every key
-                    # it leaves out takes the type's default on that system.
-                    value = {**default, **value}
+                    # A local association replaces the resource's whole value: every key it
+                    # leaves out takes the type's default on that system. The keys whose
+                    # value then differs from the resource-wide one go into the node's set.
+                    written = block.attrs.get(attr)
+                    base = {**default, **(written if isinstance(written, dict) else {})}
+                    full = {**default, **value}
+                    value = {k: v for k, v in full.items() if base.get(k) != v}
                 local[attr] = value
             values = flatten_attrs(local)
             if values:
@@ -402,9 +412,13 @@ class _Exporter:
         self.locations(gname, top, attrs)
 
     def report_group(self, gname: str, attrs: dict[str, Value]) -> None:
+        defaults = object_types()["group"].attrs
         for attr, value in attrs.items():
             if attr in MAPPED_GROUP_ATTRS:
                 continue
+            adef = defaults.get(attr)
+            if adef is not None and adef.default_value() == value:
+                continue  # the VCS default is what Pacemaker does too
             why = WHY_GROUP.get(attr, "no Pacemaker equivalent")
             self.out.not_exported(f"group {gname}: {attr} = {_fmt(value)} ({why})")
         policy = attrs.get("FailOverPolicy", "Priority")
@@ -432,10 +446,11 @@ class _Exporter:
                 )
         if attrs.get("Frozen", "0") != "0" or attrs.get("TFrozen", "0") != "0":
             meta["is-managed"] = "false"
-        if isinstance(sl, dict) and len({int(v) for v in sl.values()}) > 1:
-            # VCS never fails a group back to a better system by itself: stickiness above
-            # the spread of the location scores keeps it where it runs.
-            meta["resource-stickiness"] = str(SCORE_STEP * (len(set(sl.values())) + 1))
+        if isinstance(sl, dict) and sl:
+            # VCS never moves a running group by itself (no failback to a better system, no
+            # rebalancing when a node joins): stickiness above the spread of the location
+            # scores keeps it where it runs.
+            meta["resource-stickiness"] = str(SCORE_STEP * (len({int(v) for v in sl.values()}) + 1))
         return meta
 
     def locations(self, gname: str, top: str, attrs: dict[str, Value]) -> None:

@@ -12,9 +12,8 @@ Pure: no libvirt, no lark (the lean monitor path imports this module).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kvmguest.ocf.codes import Ocf, OcfError
 
@@ -25,10 +24,10 @@ IGNORED_RESKEYS = {"crm_feature_set"}
 DEFAULT_URI = "qemu:///system"
 # The template every system's libvirt URI is built from unless a system has its own.
 DEFAULT_URI_TEMPLATE = "qemu+ssh://{system}/system"
+DEFAULT_RSCTMP = "/run/resource-agents"
 
 
-@dataclass(frozen=True)
-class OcfParam:
+class OcfParam(NamedTuple):
     name: str
     kind: str  # the OCF content type: string, integer or boolean
     default: str
@@ -185,6 +184,10 @@ PARAMS: tuple[OcfParam, ...] = (
     _p("rhevm_ca_file", "string", "", "CA bundle that verifies RHV-M",
        "Cluster attribute RHEVMCAFile; empty: KVMGUEST_RHEVM_CAFILE, then the system trust "
        "store.", cluster_attr="RHEVMCAFile"),
+    _p("dr_payload_dir", "string", "/var/lib/kvmguest/dr", "where start writes DR payloads",
+       "Cluster attribute DRPayloadDir: the directory where start writes the guest's DR "
+       "network payload image (GUESTNAME.iso) when dr_configure_network is true.",
+       cluster_attr="DRPayloadDir"),
     _p("secret_key_file", "string", "", "key that decrypts rhevm_password",
        "Cluster attribute SecretKeyFile; empty: KVMGUEST_KEY_FILE, then "
        "/etc/kvmguest/secret.key.", cluster_attr="SecretKeyFile"),
@@ -208,8 +211,7 @@ def ocf_bool(value: str) -> bool | None:
     return None
 
 
-@dataclass(frozen=True)
-class Meta:
+class Meta(NamedTuple):
     """What Pacemaker says about the action (``OCF_RESKEY_CRM_meta_*``)."""
 
     timeout_ms: int | None = None
@@ -223,15 +225,26 @@ class Meta:
         return self.interval_ms == 0
 
 
-@dataclass(frozen=True)
 class OcfEnv:
     """The parameters, meta values and check level of one agent invocation."""
 
-    params: dict[str, str]
-    meta: Meta
-    instance: str
-    check_level: int = 0
-    warnings: list[str] = field(default_factory=list)
+    # A plain class, not a dataclass: the monitor path must not pay for importing dataclasses.
+    __slots__ = ("check_level", "instance", "meta", "params", "rsctmp")
+
+    def __init__(
+        self,
+        params: dict[str, str],
+        meta: Meta,
+        instance: str,
+        check_level: int = 0,
+        rsctmp: str = DEFAULT_RSCTMP,
+    ) -> None:
+        self.params = params
+        self.meta = meta
+        self.instance = instance
+        self.check_level = check_level
+        # The resource agents' volatile state directory (tmpfs: emptied by a reboot).
+        self.rsctmp = rsctmp
 
     def get(self, name: str) -> str:
         """The parameter's value, or its default."""
@@ -272,6 +285,8 @@ def from_environ(environ: Mapping[str, str]) -> OcfEnv:
         if name in IGNORED_RESKEYS:
             continue
         if name not in BY_NAME:
+            import difflib  # only on this error path: the monitor path stays lean
+
             close = difflib.get_close_matches(name, list(BY_NAME), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             # A misspelt parameter that is silently ignored changes what the agent does.
@@ -286,7 +301,8 @@ def from_environ(environ: Mapping[str, str]) -> OcfEnv:
         migrate_target=environ.get(META + "migrate_target") or None,
     )
     instance = environ.get("OCF_RESOURCE_INSTANCE") or "KVMGuest"
-    return OcfEnv(params=params, meta=meta, instance=instance, check_level=level)
+    rsctmp = environ.get("HA_RSCTMP") or DEFAULT_RSCTMP
+    return OcfEnv(params, meta, instance, check_level=level, rsctmp=rsctmp)
 
 
 def system_pairs(name: str, value: str) -> dict[str, str]:

@@ -6,16 +6,15 @@ still tells whether the guest runs on this host. libvirt writes its pid to
 only while ``/proc/PID/cmdline`` is a QEMU whose ``-name guest=NAME`` is the guest.
 
 Only for the local ``qemu:///system`` driver: a remote libvirt's guests are not processes
-of this host. Pure stdlib, cheap: the lean monitor path imports it.
+of this host. Plain ``os`` calls (no pathlib): the lean monitor path imports this module.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-QEMU_RUN_DIR = Path("/run/libvirt/qemu")
-PROC = Path("/proc")
+QEMU_RUN_DIR = "/run/libvirt/qemu"
+PROC = "/proc"
 LOCAL_URIS = ("qemu:///system", "qemu+unix:///system")
 
 
@@ -45,31 +44,36 @@ def guest_of(cmdline: list[bytes]) -> str | None:
     return None
 
 
-def _cmdline(pid: int, proc: Path) -> list[bytes]:
-    return (proc / str(pid) / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
-def _alive(pid: int, proc: Path) -> bool:
+def _cmdline(pid: int, proc: str) -> list[bytes]:
+    return _read(f"{proc}/{pid}/cmdline").rstrip(b"\0").split(b"\0")
+
+
+def _alive(pid: int, proc: str) -> bool:
     try:
-        stat = (proc / str(pid) / "stat").read_text()
+        stat = _read(f"{proc}/{pid}/stat")
     except OSError:
         return False
     # "PID (COMM) STATE ...": COMM may hold spaces and parentheses; STATE follows the last ")".
-    state = stat.rpartition(")")[2].split()[:1]
-    return bool(state) and state[0] not in ("Z", "X")
+    state = stat.rpartition(b")")[2].split()[:1]
+    return bool(state) and state[0] not in (b"Z", b"X")
 
 
-def _same_pid_ns(pid: int, proc: Path) -> bool:
+def _same_pid_ns(pid: int, proc: str) -> bool:
     try:
-        return os.readlink(proc / str(pid) / "ns" / "pid") == os.readlink(proc / "self/ns/pid")
+        return os.readlink(f"{proc}/{pid}/ns/pid") == os.readlink(f"{proc}/self/ns/pid")
     except OSError:
         return True  # no namespaces to tell apart (or not readable): the pid is ours
 
 
-def qemu_pid(name: str, *, run_dir: Path = QEMU_RUN_DIR, proc: Path = PROC) -> int | None:
+def qemu_pid(name: str, *, run_dir: str = QEMU_RUN_DIR, proc: str = PROC) -> int | None:
     """The pid of the live QEMU process of guest ``name`` on this host, or None."""
     try:
-        pid = int((run_dir / f"{name}.pid").read_text().strip())
+        pid = int(_read(f"{run_dir}/{name}.pid").strip())
         if guest_of(_cmdline(pid, proc)) == name and _alive(pid, proc):
             return pid
     except (OSError, ValueError):
@@ -80,7 +84,7 @@ def qemu_pid(name: str, *, run_dir: Path = QEMU_RUN_DIR, proc: Path = PROC) -> i
     return qemu_processes(proc=proc).get(name)
 
 
-def qemu_processes(*, proc: Path = PROC) -> dict[str, int]:
+def qemu_processes(*, proc: str = PROC) -> dict[str, int]:
     """Every live QEMU guest process of this PID namespace: {guest name: pid}."""
     found: dict[str, int] = {}
     try:

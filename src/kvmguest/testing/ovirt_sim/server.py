@@ -175,6 +175,9 @@ class _Reset(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY every response
+    # waits ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "ovirt-engine-simulator/4.5"
     timeout = 60  # an idle keep-alive connection is closed after this
     server: SimServer
@@ -201,7 +204,6 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing ------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        state = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
@@ -211,18 +213,23 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization") or ""
         if auth.startswith("Bearer "):
             rec.bearer = auth[len("Bearer ") :]
+        # Recorded before the answer goes out: a client that reads the log right after
+        # its response must find its request there.
         try:
             self._apply_faults(path)
             status, ctype, payload, extra = self._route(path, query, body, rec)
         except _Reset:
+            self._record(rec, 0)
             self._reset()
-            status = 0
+            return
         except _InjectedError as e:
             status, ctype, payload, extra = self._injected(path, e.status)
-            self._send(status, ctype, payload, extra)
-        else:
-            self._send(status, ctype, payload, extra)
+        self._record(rec, status)
+        self._send(status, ctype, payload, extra)
+
+    def _record(self, rec: RecordedRequest, status: int) -> None:
         rec.status = status
+        state = self.server.state
         with state.lock:
             state.requests.append(rec)
 
