@@ -26,7 +26,7 @@ PACKAGES=(
     # ovirt-engine-sdk-python builds (pycurl, lxml-free C extension)
     libxml2-dev libcurl4-openssl-dev libssl-dev
     # Pacemaker / Corosync test clusters, ocf-tester
-    pacemaker corosync resource-agents pacemaker-cli-utils libxml2-utils
+    pacemaker corosync resource-agents pacemaker-cli-utils libxml2-utils crmsh
     # namespaces, networking, misc tools used by the scripts
     iproute2 util-linux mount procps coreutils ca-certificates
 )

@@ -22,8 +22,8 @@ from kvmguest.model.attributes import Dimension
 from kvmguest.model.states import MonitorResult, ResourceState, kvm_state
 from kvmguest.model.types import KVMGUEST, builtin_types, effective_attrs, object_types
 from kvmguest.ocf import agent, fastmon, procs
-from kvmguest.ocf.__main__ import main
 from kvmguest.ocf.codes import Ocf, OcfError, monitor_code
+from kvmguest.ocf.main import main
 from kvmguest.ocf.metadata import Timeouts, render
 from kvmguest.ocf.params import (
     BY_NAME,
@@ -519,7 +519,7 @@ def test_unreadable_config_never_says_not_running_when_it_cannot_know(
 def test_lean_monitor_imports_neither_click_nor_lark() -> None:
     code = (
         "import sys\n"
-        "from kvmguest.ocf.__main__ import main\n"
+        "from kvmguest.ocf.main import main\n"
         "rc = main(['monitor'])\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'lark')\n"
         "             or m in ('kvmguest.model.parser', 'kvmguest.agent.params',\n"

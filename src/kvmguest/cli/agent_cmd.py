@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import datetime as dt
 import json
+import os
+import socket
 import sys
 from typing import Any
 
@@ -39,6 +41,8 @@ def agent_cmd(
     no_autostart: bool, check: bool,
 ) -> None:  # fmt: skip
     """Run the agent daemon for this system's KVMGuest resources."""
+    import asyncio
+
     from kvmguest.agent.params import Loaded
     from kvmguest.agent.runner import Env
     from kvmguest.daemon.service import AgentOptions, serve
@@ -66,8 +70,20 @@ def agent_cmd(
     opts = AgentOptions(env=env, socket=socket_path, db=db, group=socket_group,
                         metrics_port=metrics_port, metrics_addr=metrics_addr,
                         autostart=not no_autostart)  # fmt: skip
-    asyncio.run(serve(loaded, opts))
+    asyncio.run(serve(loaded, opts, ready=lambda: sd_notify("READY=1")))
     _finish(0)
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) how we are; a no-op when not started by systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):  # an abstract socket
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        s.sendall(state.encode())
 
 
 def _call(socket_path: str, cmd: str, as_json: bool, **args: Any) -> dict[str, Any]:
@@ -88,7 +104,10 @@ def _call(socket_path: str, cmd: str, as_json: bool, **args: Any) -> dict[str, A
         if as_json:
             click.echo(json.dumps(final))
         else:
-            click.echo(f"kvmguest: {final.get('error') or final.get('log') or 'failed'}", err=True)
+            if final.get("output"):  # a failed action's report (e.g. DevScan's missing devices)
+                click.echo(final["output"])
+            why = final.get("error") or final.get("message") or final.get("log") or "failed"
+            click.echo(f"kvmguest: {why}", err=True)
         _finish(1)
     return final
 

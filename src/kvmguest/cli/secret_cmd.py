@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 from kvmguest.cli.main import _finish, cli
-from kvmguest.secrets import SecretError, encrypt, resolve_key_path
 
 EXIT_FAIL = 1
 # Far more than any password; a larger stdin is a mistake (a file piped in by accident).
@@ -74,6 +73,10 @@ def encrypt_cmd(obj: dict[str, Any], key_file: str | None) -> None:
     is not a terminal: printf '%s\\n' "$PW" | kvmguest encrypt. Every system that may run
     the resource needs the same key file.
     """
+    # Here, not at the top: every one-shot command loads this module; only this one
+    # needs cryptography.
+    from kvmguest.secrets import SecretError, encrypt, resolve_key_path
+
     try:
         secret = _from_terminal() if sys.stdin.isatty() else _from_stdin()
     except _NoSecret as e:

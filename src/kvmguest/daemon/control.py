@@ -83,7 +83,10 @@ class ControlServer:
             if sock is None or not peer_allowed(sock, self._gid):
                 await send({"ok": False, "error": "permission denied"})
                 return
-            line = await reader.readline()
+            try:
+                line = await reader.readline()
+            except ValueError:  # longer than the stream's limit (64 KiB): asyncio raises
+                line = b""
             if not line or len(line) > MAX_REQUEST:
                 await send({"ok": False, "error": "empty or oversized request"})
                 return

@@ -53,6 +53,7 @@ class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):  # type: ignore[mis
         self._real: dict[int, int] = {}  # our id -> libvirtaio's id (loop thread only)
         self._ops: collections.deque[Callable[[], None]] = collections.deque()
         self._ops_lock = threading.Lock()
+        self._drain_scheduled = False
 
     def _submit(self, op: Callable[[], None]) -> None:
         if threading.get_ident() == self._loop_thread:
@@ -61,6 +62,11 @@ class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):  # type: ignore[mis
             return
         with self._ops_lock:
             self._ops.append(op)
+            # Every RPC from a worker updates the handle twice: wake the loop once per
+            # batch, not once per hook (a wake-up costs a pipe write and a loop turn).
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
         # A loop already closed (daemon exiting) has no one left to serve: drop it.
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self._drain)
@@ -69,6 +75,7 @@ class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):  # type: ignore[mis
         while True:
             with self._ops_lock:
                 if not self._ops:
+                    self._drain_scheduled = False
                     return
                 op = self._ops.popleft()
             self._run(op)

@@ -81,6 +81,8 @@ class ConfigUnreadable(OcfError):
 class Resolved:
     ctx: ep.Context
     uri: str
+    # Seconds the whole action may take (the op timeout less a margin, or the type's).
+    budget: float
 
     @property
     def name(self) -> str:
@@ -219,11 +221,19 @@ def build_config(env: OcfEnv, statics: dict[str, int]) -> tuple[Config, str]:
 
 
 def resolve(env: OcfEnv, action: str) -> Resolved:
-    cfg, rid = build_config(env, statics_for(action, env.meta.timeout_ms))
+    statics = statics_for(action, env.meta.timeout_ms)
+    cfg, rid = build_config(env, statics)
     uri = env.get("hypervisor") or DEFAULT_URI
     system = this_system(env)
     ctx = context(Env(config=cfg.path, system=system, uri=uri), rid, loaded=Loaded(cfg))
-    resolved = Resolved(ctx, uri)
+    p = ctx.params
+    default = {
+        "start": p.timeout("Online"),
+        "stop": p.timeout("Offline") + p.timeout("Clean"),
+        "migrate_to": p.timeout("Migrate"),
+        "migrate_from": p.timeout("Migrate"),
+    }.get(action, p.timeout("Monitor"))
+    resolved = Resolved(ctx, uri, fastmon.budget(env.meta.timeout_ms, float(default)))
     if env.config_mode:
         remember(env, resolved.name, uri)
     return resolved
@@ -336,12 +346,14 @@ def _wait_qemu_gone(name: str, seconds: float) -> int | None:
 
 def stop(r: Resolved) -> tuple[Ocf, str]:
     ctx = r.ctx
+    overall = Deadline(r.budget)
     off = ep.offline(ctx)
     for w in off.warnings:
         log.warning("%s", w)
     message = off.message
     if not off.ok:
-        now = ctx.hv.probe(ctx.params, ctx.deadline("Clean"))
+        # For the log only: a short look, the forced stop needs the time.
+        now = ctx.hv.probe(ctx.params, Deadline(min(3.0, overall.remaining())))
         log.warning("%s (now %s: %s); forcing it off", off.message, now.state.value, now.detail)
         cl = ep.clean(ctx, 1)
         for w in cl.warnings:
@@ -353,7 +365,7 @@ def stop(r: Resolved) -> tuple[Ocf, str]:
                 return Ocf.SUCCESS, f"{message}; no QEMU process of {r.name} runs here"
             return Ocf.ERR_GENERIC, message
     if r.local:
-        pid = _wait_qemu_gone(r.name, QEMU_EXIT_WAIT)
+        pid = _wait_qemu_gone(r.name, max(1.0, min(QEMU_EXIT_WAIT, overall.remaining())))
         if pid is not None:
             return Ocf.ERR_GENERIC, f"{message}, but its QEMU (pid {pid}) still runs"
     return Ocf.SUCCESS, message
@@ -376,7 +388,9 @@ def migrate_from(r: Resolved) -> tuple[Ocf, str]:
     started = time.monotonic()
     while True:
         result = ctx.hv.probe(p, deadline)
-        if result.state is ResourceState.ONLINE and result.confidence >= 100:
+        # Confidence 10 is a guest still arriving (paused: incoming migration); any other
+        # ONLINE is the guest as it ran at the source (a paused one stays paused).
+        if result.state is ResourceState.ONLINE and result.confidence > 10:
             return Ocf.SUCCESS, f"{r.name} runs here ({result.detail})"
         waited = time.monotonic() - started
         arriving = result.state in (ResourceState.ONLINE, ResourceState.UNKNOWN)

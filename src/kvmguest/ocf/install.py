@@ -8,6 +8,7 @@ virtualenv under /root). Every other action execs that Python on ``kvmguest.ocf`
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -25,9 +26,17 @@ class InstallError(Exception):
     """The agent cannot be installed (message says why)."""
 
 
-def wrapper(python: str, metadata_xml: str) -> str:
+def launch_code(paths: list[str]) -> str:
+    """The Python that the wrapper runs, without ``site``, with ``paths`` on sys.path."""
+    return f"import sys; sys.path += {json.dumps(paths)}; from kvmguest.ocf.main import run; run()"
+
+
+def wrapper(python: str, metadata_xml: str, paths: list[str] | None = None) -> str:
     if _EOF in metadata_xml:
         raise InstallError("the meta-data holds the here-document delimiter")
+    # -S: no site (its .pth processing costs every monitor ~2 ms; the agent runs it itself
+    # when it needs more than the lean path); -c: no runpy (~3 ms).
+    run = f"-S -P -c {shlex.quote(launch_code(paths))}" if paths else "-P -m kvmguest.ocf"
     return f"""#!/bin/sh
 # ocf:kvmguest:KVMGuest -- written by `kvmguest ocf install` (kvmguest {version()}).
 # meta-data is answered here, from XML written at install time: Pacemaker's controller runs
@@ -46,23 +55,27 @@ if [ ! -x "$KVMGUEST_PYTHON" ]; then
 reinstall the agent with: kvmguest ocf install" >&2
     exit 5
 fi
-# -P: do not put the working directory (Pacemaker's cores directory) on sys.path.
-exec "$KVMGUEST_PYTHON" -P -m kvmguest.ocf "$@"
+# -P: the working directory (Pacemaker's cores directory) is not put on sys.path.
+exec "$KVMGUEST_PYTHON" {run} "$@"
 """
 
 
 # Run in the target interpreter: byte-compile kvmguest (a monitor that compiles its modules
 # from source on every run costs ~15 ms more: PYTHONDONTWRITEBYTECODE, or a directory the
-# agent cannot write, keeps Python from caching them itself), then import the agent.
+# agent cannot write, keeps Python from caching them itself), import the agent, and print
+# where kvmguest and libvirt are (the wrapper puts them on sys.path itself).
 _CHECK = (
-    "import compileall, os, kvmguest; "
+    "import compileall, json, os, kvmguest, libvirt; "
     "compileall.compile_dir(os.path.dirname(kvmguest.__file__), quiet=2); "
-    "import kvmguest.ocf.agent, kvmguest.ocf.fastmon"
+    "import kvmguest.ocf.agent, kvmguest.ocf.fastmon; "
+    "print(json.dumps(sorted({os.path.dirname(os.path.dirname(kvmguest.__file__)), "
+    "os.path.dirname(libvirt.__file__)})))"
 )
 
 
-def check_python(python: str) -> None:
-    """The interpreter must import the agent (and libvirt) as root will run it."""
+def check_python(python: str) -> list[str]:
+    """The interpreter must import the agent (and libvirt) as root will run it; returns
+    the directories kvmguest and libvirt are imported from."""
     if not os.access(python, os.X_OK):
         raise InstallError(f"{python} is not an executable")
     try:
@@ -78,14 +91,15 @@ def check_python(python: str) -> None:
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
         raise InstallError(f"{python} cannot import the agent: {last}")
+    paths: list[str] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return paths
 
 
 def install(python: str | None = None, dest: Path = AGENT_PATH, *, check: bool = True) -> Path:
     """Write the wrapper (mode 0755) atomically; returns its path."""
     interpreter = python or sys.executable
-    if check:
-        check_python(interpreter)
-    text = wrapper(interpreter, render())
+    paths = check_python(interpreter) if check else None
+    text = wrapper(interpreter, render(), paths)
     dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".KVMGuest.", dir=dest.parent)
     try:
