@@ -150,7 +150,9 @@ def test_cli_status_history_and_operations(agent: Agent) -> None:
     r = agent.cli("group", "switch", "g")
     assert r.returncode == 2 and "switch needs --to" in r.stderr
     r = agent.cli("group", "switch", "g", "--to", "nowhere")
-    assert r.returncode == 1 and "not in the SystemList" in r.stderr
+    assert r.returncode == 1 and "nowhere is not in its SystemList" in r.stderr
+    r = agent.cli("group", "switch", "g", "--to", "host1")
+    assert r.returncode == 1 and "host1 is this system" in r.stderr
     r = agent.cli("resource", "action", "web", "nosuch")
     assert r.returncode == 1 and "not supported" in r.stderr
 

@@ -226,6 +226,14 @@ class Engine:
         except (Unreachable, TimeoutError) as e:
             self._set_connected(False, str(e) or f"libvirt at {uri}: no answer")
             return False
+        try:
+            alive = bool(conn.isAlive())
+        except libvirt.libvirtError:
+            alive = False
+        if not alive:  # closed while registering: its close callback found us disconnected
+            self.pool.submit(_close_quietly, conn)
+            self._set_connected(False, f"libvirt at {uri}: the connection closed at once")
+            return False
         self._events_conn = conn
         self._callback_ids = [cid]
         self._set_connected(True, f"connected to {uri}")
@@ -474,18 +482,18 @@ class Engine:
             await asyncio.wait(pending, timeout=grace)
         self.qemu.close()
         conn, self._events_conn = self._events_conn, None
-        if conn is not None:
-            ids = list(self._callback_ids)
+        ids = list(self._callback_ids)
 
-            def close() -> None:
+        def close() -> None:
+            if conn is not None:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.unregisterCloseCallback()
                     for cid in ids:
                         conn.domainEventDeregisterAny(cid)
                 _close_quietly(conn)
+            self.hv.close()
 
-            # RPCs to a libvirtd that may hang: bounded, and off the loop.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._loop.run_in_executor(self.pool, close), 5.0)
+        # RPCs to a libvirtd that may hang: bounded, and off the loop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._loop.run_in_executor(self.pool, close), 5.0)
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.hv.close()

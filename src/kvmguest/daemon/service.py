@@ -30,6 +30,7 @@ from kvmguest.framework.groups import (
     plan_clear,
     plan_offline,
     plan_online,
+    plan_switch,
 )
 
 log = logging.getLogger("kvmguest.daemon")
@@ -124,8 +125,9 @@ class Service:
         """Live-migrate the group's guests to ``target``, children first (KVMGuest supports
         migrate); the guests keep running throughout."""
         spec = self.spec(group)
-        if spec.system_list and target not in spec.system_list:
-            return {"ok": False, "error": f"{target} is not in the SystemList of {group}"}
+        # Refuses (GroupError) a parallel or frozen group, a target outside SystemList or
+        # this system itself, and a group with a resource starting, cleaning or unprobed.
+        plan_switch(spec, self.states(), self.engine.env.system or "", target)
         for wave in spec.online_waves():
             for name in wave:
                 r = self.engine.resources[name]
