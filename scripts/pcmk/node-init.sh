@@ -13,7 +13,7 @@ node=$1 nstate=$2 share=$3
 
 hostname "$node"
 
-# Runtime state: /run (= /var/run), POSIX shm used by libqb IPC, /tmp.
+# Runtime state: /run (= /var/run), POSIX shm used by libqb IPC.
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 install -d -m 1777 /run/lock
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
@@ -41,9 +41,8 @@ mount --bind "$nstate/hosts" /etc/hosts
 
 ip link set lo up
 
-# Written before /tmp is replaced, in case the state root is somewhere under /tmp.
 echo "$node" >"$nstate/ready"
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+# /tmp stays the host's: the checkout (and the venv the OCF agent runs on) may live there.
 
 trap 'exit 0' TERM INT
 # bash reaps any child (waitpid(-1)) whenever SIGCHLD arrives while it waits here.

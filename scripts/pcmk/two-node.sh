@@ -304,10 +304,10 @@ do_boot() {
         [[ $(cat "/proc/$p/comm" 2>/dev/null) == sleep ]] || survivors=$(( survivors + 1 ))
     done
     if (( survivors == 0 )); then
-        # After a power loss a reboot clears volatile state: /run (incl. /run/libvirt),
-        # /dev/shm, /tmp.
+        # After a power loss a reboot clears volatile state: /run (incl. /run/libvirt) and
+        # /dev/shm. Not /tmp: the nodes share the host's (the checkout may live there).
         nexec "$node" bash -c 'find /run -mindepth 1 -maxdepth 1 ! -name libvirt \
-            ! -name lock -exec rm -rf {} +; find /run/libvirt /run/lock /dev/shm /tmp \
+            ! -name lock -exec rm -rf {} +; find /run/libvirt /run/lock /dev/shm \
             -mindepth 1 -delete'
     else
         # --cluster-only crash: libvirtd/guests still run; drop only the stack's leftovers.

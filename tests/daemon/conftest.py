@@ -10,7 +10,6 @@ Every wait polls a condition under a deadline; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -35,10 +34,10 @@ from ..system.guests import (
     HOST_URI,
     Variant,
     domain_xml,
-    guest_images_present,
     scratch_dir,
     wait_for_console,
 )
+from ..system.realenv import remove_domain, require_real_libvirt
 from ..system.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,31 +58,9 @@ def poll_fast(probe: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.001)
 
 
-def require(problem: str | None) -> None:
-    if problem is None:
-        return
-    msg = problem + " — run scripts/ci-env.sh"
-    if os.environ.get("KVMGUEST_REQUIRE_SYSTEM") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
-def reachable(uri: str) -> bool:
-    try:
-        libvirt.open(uri).close()
-        return True
-    except libvirt.libvirtError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def real_libvirt() -> None:
-    problems = []
-    if not guest_images_present():
-        problems.append("guest images missing (scripts/build-guest.sh)")
-    if not reachable(HOST_URI):
-        problems.append(f"libvirtd not reachable at {HOST_URI} (scripts/libvirtd.sh start)")
-    require("; ".join(problems) or None)
+    require_real_libvirt()
 
 
 def free_port() -> int:
@@ -105,20 +82,6 @@ def qemu_processes(guest: str) -> list[int]:
         if argv and b"qemu-system" in argv[0] and f"guest={guest}".encode() in b",".join(argv):
             pids.append(int(proc.name))
     return pids
-
-
-def remove_domain(name: str, uri: str = HOST_URI) -> None:
-    with contextlib.suppress(libvirt.libvirtError):
-        conn = libvirt.open(uri)
-        try:
-            dom = conn.lookupByName(name)
-        except libvirt.libvirtError:
-            return
-        with contextlib.suppress(libvirt.libvirtError):
-            if dom.isActive():
-                dom.destroy()
-        with contextlib.suppress(libvirt.libvirtError):
-            dom.undefine()
 
 
 @dataclass

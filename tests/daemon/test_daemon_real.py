@@ -17,6 +17,7 @@ import pytest
 import libvirt
 
 from ..system.guests import HOST2_MIGRATE_URI, HOST2_URI
+from ..system.realenv import reachable, remove_domain, require
 from ..system.waiting import wait_until
 from .conftest import (
     REPO,
@@ -25,9 +26,6 @@ from .conftest import (
     Rig,
     main_cf,
     qemu_processes,
-    reachable,
-    remove_domain,
-    require,
 )
 
 pytestmark = pytest.mark.system

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -88,7 +89,8 @@ def test_monitor_process_returns_within_monitor_timeout(rhev: Rhev) -> None:
     proc = run(rhev, "monitor", "res1")
     elapsed = time.monotonic() - start
     assert proc.returncode == 99
-    assert "did not answer within 3 s" in proc.stdout
+    # The message gives what was left of the 3 s deadline when the call began.
+    assert re.search(r"did not answer within (3|2\.\d+) s", proc.stdout), proc.stdout
     # 3 s, plus the interpreter's start (~0.3 s here) and some slack for a busy CI host.
     assert elapsed < 4.5, elapsed
 

@@ -6,7 +6,6 @@ then a missing component is a failure, never a silent skip.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
@@ -30,45 +29,25 @@ from .guests import (
     HOST_URI,
     Variant,
     domain_xml,
-    guest_images_present,
     make_disk,
     scratch_dir,
     wait_for_console,
 )
+from .realenv import reachable, remove_domain, require, require_real_libvirt
 
 REPO = Path(__file__).resolve().parents[2]
 _seq = itertools.count()
 
 
-def _reachable(uri: str) -> bool:
-    try:
-        libvirt.open(uri).close()
-        return True
-    except libvirt.libvirtError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def real_libvirt() -> None:
-    problems = []
-    if not guest_images_present():
-        problems.append("guest images missing (scripts/build-guest.sh)")
-    if not _reachable(HOST_URI):
-        problems.append(f"libvirtd not reachable at {HOST_URI} (scripts/libvirtd.sh start)")
-    if problems:
-        msg = "; ".join(problems) + " — run scripts/ci-env.sh"
-        if os.environ.get("KVMGUEST_REQUIRE_SYSTEM") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_real_libvirt()
 
 
 @pytest.fixture(scope="session")
 def host2(real_libvirt: None) -> str:
-    if not _reachable(HOST2_URI):
-        msg = f"second libvirt host not reachable at {HOST2_URI} (scripts/host2.sh start)"
-        if os.environ.get("KVMGUEST_REQUIRE_SYSTEM") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    if not reachable(HOST2_URI):
+        require(f"second libvirt host not reachable at {HOST2_URI} (scripts/host2.sh start)")
     return HOST2_URI
 
 
@@ -154,21 +133,6 @@ class RealGuest:
         wait_for_console(self.serial, GUEST_UP, timeout, offset=offset)
 
 
-def _remove(uri: str, name: str) -> None:
-    with contextlib.suppress(libvirt.libvirtError):
-        conn = libvirt.open(uri)
-        try:
-            dom = conn.lookupByName(name)
-        except libvirt.libvirtError:
-            return
-        with contextlib.suppress(libvirt.libvirtError):
-            if dom.isActive():
-                dom.destroy()
-        with contextlib.suppress(libvirt.libvirtError):
-            if dom.isPersistent():
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
-
-
 GuestFactory = Callable[..., RealGuest]
 
 
@@ -188,7 +152,7 @@ def make_guest(real_libvirt: None) -> Iterator[GuestFactory]:
 
     yield make
     for g in made:
-        _remove(HOST_URI, g.name)
-        if _reachable(HOST2_URI):
-            _remove(HOST2_URI, g.name)
+        remove_domain(g.name, HOST_URI)
+        if reachable(HOST2_URI):
+            remove_domain(g.name, HOST2_URI)
         shutil.rmtree(g.dir, ignore_errors=True)
