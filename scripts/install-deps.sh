@@ -20,7 +20,7 @@ PACKAGES=(
     # libvirt + QEMU (TCG guests), and what libvirt-python builds against
     qemu-system-x86 qemu-utils seabios ipxe-qemu
     libvirt-daemon-system libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-    libvirt-dev pkg-config gcc libc6-dev
+    libvirt-dev pkg-config gcc libc6-dev python3-venv python3-dev
     # the test guest (scripts/build-guest.sh) and ISO images
     busybox-static cpio gzip xz-utils zstd xorriso
     # ovirt-engine-sdk-python builds (pycurl, lxml-free C extension)
