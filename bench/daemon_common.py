@@ -29,6 +29,7 @@ from tests.system.guests import (  # noqa: E402
     scratch_dir,
     wait_for_console,
 )
+from tests.system.realenv import remove_domain  # noqa: E402
 
 from kvmguest.daemon.control import ControlError, request  # noqa: E402
 
@@ -128,20 +129,6 @@ def guest_files(name: str) -> Iterator[GuestFiles]:
     finally:
         remove_domain(name)
         shutil.rmtree(g.dir, ignore_errors=True)
-
-
-def remove_domain(name: str, uri: str = HOST_URI) -> None:
-    with contextlib.suppress(libvirt.libvirtError):
-        conn = libvirt.open(uri)
-        try:
-            dom = conn.lookupByName(name)
-        except libvirt.libvirtError:
-            return
-        with contextlib.suppress(libvirt.libvirtError):
-            if dom.isActive():
-                dom.destroy()
-        with contextlib.suppress(libvirt.libvirtError):
-            dom.undefine()
 
 
 class Daemon:

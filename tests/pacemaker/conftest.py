@@ -68,7 +68,8 @@ def _script_env() -> dict[str, str]:
 
 def _lock(name: str) -> IO[str]:
     """Exclusive lock for one cluster kind, so two pytest sessions never share or tear
-    down each other's cluster. Bounded wait; skips the tests when it cannot be taken."""
+    down each other's cluster. Bounded wait; when it cannot be taken the tests skip (and
+    fail in CI)."""
     state = Path(os.environ.get("KVMGUEST_PCMK_STATE", "/var/tmp/kvmguest-pcmk"))
     state.mkdir(parents=True, exist_ok=True)
     fh = (state / f".{name}.lock").open("a+")
@@ -84,7 +85,7 @@ def _lock(name: str) -> IO[str]:
         wait_for(attempt, LOCK_TIMEOUT, what=f"the {name} cluster lock", interval=1.0)
     except ClusterError:
         fh.close()
-        pytest.skip(f"{name} cluster is in use by another test session")
+        unavailable(f"{name} cluster is in use by another test session")
     return fh
 
 
