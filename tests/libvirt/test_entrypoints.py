@@ -6,10 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import libvirt
 from kvmguest.agent import entrypoints as ep
+from kvmguest.deadline import Deadline
+from kvmguest.hypervisors.libvirt_kvm import LibvirtKVM
 from kvmguest.model.states import ResourceState
 
 from .conftest import URI, Guest, guest_xml
@@ -337,3 +340,32 @@ def test_dr_payload_command_and_bad_dropts(tmp_path: Path) -> None:
     )
     r = run_cli("validate", "-c", str(cfg))
     assert r.returncode == 1 and "IPAddress" in r.stderr and f"{cfg}:3:3" in r.stderr
+
+
+def _race_first_calls(hv: LibvirtKVM, callers: int) -> list[object]:
+    barrier = threading.Barrier(callers)
+    got: list[object] = []
+
+    def first_call() -> None:
+        barrier.wait()
+        got.append(hv.conn(Deadline(30)))
+
+    threads = [threading.Thread(target=first_call) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return got
+
+
+def test_concurrent_first_calls_share_one_connection() -> None:
+    """The daemon's workers all start with no connection: they must end up with one, not
+    one each (every extra one is a libvirtd client slot leaked until the daemon exits)."""
+    for _ in range(5):  # the race needs a few tries to show without the lock
+        hv = LibvirtKVM(URI, events=False)
+        try:
+            got = _race_first_calls(hv, 8)
+            assert len(got) == 8
+            assert len({id(c) for c in got}) == 1, "each racing caller opened its own connection"
+        finally:
+            hv.close()

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import unavailable
 
 from kvmguest.model.config import Config
 from kvmguest.model.parser import load
@@ -236,8 +237,14 @@ def _cli_export(tmp_path: Path, fmt: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.mark.skipif(any(shutil.which(t) is None for t in PCMK_TOOLS), reason="no Pacemaker")
+def _require_tools(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        unavailable("not installed: " + ", ".join(missing))
+
+
 def test_exported_xml_loads_with_cibadmin_and_passes_crm_verify(tmp_path: Path) -> None:
+    _require_tools(*PCMK_TOOLS)
     proc = _cli_export(tmp_path, "xml")
     assert proc.returncode == 0, proc.stderr
     assert "not exported: resource web1: ToleranceLimit = 1" in proc.stderr
@@ -262,10 +269,9 @@ def test_exported_xml_loads_with_cibadmin_and_passes_crm_verify(tmp_path: Path) 
     assert {p.get("id") for p in root.iter("primitive")} == {"web1", "web2", "db1"}
 
 
-@pytest.mark.skipif(any(shutil.which(t) is None for t in (*PCMK_TOOLS, "crm")), reason="no crmsh")
-def test_exported_crm_loads_with_crmsh(tmp_path: Path) -> None:
-    if not Path("/usr/lib/ocf/resource.d/kvmguest/KVMGuest").exists():
-        pytest.skip("crmsh checks parameters against the installed agent's meta-data")
+def test_exported_crm_loads_with_crmsh(tmp_path: Path, ocf_agent: Path) -> None:
+    # crmsh checks every parameter against the installed agent's meta-data: ocf_agent.
+    _require_tools(*PCMK_TOOLS, "crm")
     proc = _cli_export(tmp_path, "crm")
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "export.crm"

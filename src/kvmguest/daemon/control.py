@@ -23,6 +23,7 @@ Reply = dict[str, Any]
 # A handler gets the request and a function to send progress lines; returns the reply.
 Handler = Callable[[dict[str, Any], Callable[[str], Coroutine[Any, Any, None]]], Awaitable[Reply]]
 MAX_REQUEST = 64 * 1024
+REFUSE_READ_TIMEOUT = 2.0  # how long a refused peer's request is waited for
 
 
 def peer_allowed(sock: socket.socket, group_gid: int | None) -> bool:
@@ -81,6 +82,10 @@ class ControlServer:
         try:
             sock = writer.get_extra_info("socket")
             if sock is None or not peer_allowed(sock, self._gid):
+                # Take the request off the wire first (briefly): closing on an unread
+                # request makes the client's write fail with EPIPE before it can read why.
+                with contextlib.suppress(TimeoutError, ValueError):
+                    await asyncio.wait_for(reader.readline(), REFUSE_READ_TIMEOUT)
                 await send({"ok": False, "error": "permission denied"})
                 return
             try:
@@ -127,8 +132,11 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args: Any) -> Iterator
     except OSError as e:
         raise ControlError(f"cannot reach the agent at {path}: {e.strerror}") from None
     with sock, sock.makefile("rwb") as f:
-        f.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-        f.flush()
+        try:
+            f.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            f.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the agent answered and closed before reading: its answer is still there
         try:
             for line in f:
                 msg = json.loads(line)
@@ -137,6 +145,8 @@ def request(path: str, cmd: str, timeout: float = 30.0, **args: Any) -> Iterator
                     return
         except TimeoutError:
             raise ControlError(f"the agent did not answer within {timeout:g} s") from None
+        except ConnectionError as e:
+            raise ControlError(f"the agent at {path} dropped the connection: {e}") from None
     raise ControlError("the agent closed the connection without answering")
 
 

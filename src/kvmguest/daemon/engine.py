@@ -329,6 +329,12 @@ class Engine:
     # --- the decision loop -------------------------------------------------------------
 
     def apply(self, r: Resource, d: Decision) -> None:
+        # The snapshot first: it is what a restart resumes from. A history row written
+        # before it would tell of a decision that a SIGKILL in between then forgets.
+        snap = r.machine.snapshot()
+        if _persisted(snap) != _persisted(r.saved):
+            self.store.save_snapshot(r.name, snap)
+            r.saved = snap
         if d.log:
             log.info("%s", d.log)
             self.store.record(r.name, "decision", d.log)
@@ -342,10 +348,6 @@ class Engine:
                     self.metrics.faults.labels(r.name).inc()
                 if d.state is State.RESTARTING:
                     self.metrics.restarts.labels(r.name).inc()
-        snap = r.machine.snapshot()
-        if _persisted(snap) != _persisted(r.saved):
-            self.store.save_snapshot(r.name, snap)
-            r.saved = snap
         for action in d.actions:
             self._spawn(self._execute(r, action))
         self._schedule(r)
@@ -451,8 +453,10 @@ class Engine:
             "unfreeze": lambda: m.set_frozen(False, now),
             "migrate": lambda: m.migrate(target, now),
         }[what]()
-        self.store.record(r.name, "request", f"{what}{' ' + target if target else ''}")
+        # Accepted only once apply() has saved the machine's new intent: the "request" row
+        # promises that a restart resumes it.
         self.apply(r, d)
+        self.store.record(r.name, "request", f"{what}{' ' + target if target else ''}")
         return d
 
     async def wait_for(self, r: Resource, done: Callable[[State], bool], timeout: float) -> State:

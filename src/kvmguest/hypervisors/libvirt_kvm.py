@@ -61,26 +61,41 @@ class LibvirtKVM:
         self._changed = threading.Event()
         self._events = events
         self._callback_id: int | None = None
+        self._open_lock = threading.Lock()
 
     # -- connection -----------------------------------------------------------------
 
+    @staticmethod
+    def _alive(conn: Any) -> bool:
+        try:
+            return conn is not None and bool(conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
     def conn(self, deadline: Deadline) -> Any:
-        if self._conn is not None:
-            try:
-                if self._conn.isAlive():
-                    return self._conn
-            except libvirt.libvirtError:
-                pass
+        conn = self._conn
+        if self._alive(conn):
+            return conn
+        # The daemon's workers all find no connection at start-up: one opens it, the others
+        # wait for it (within their own deadlines) instead of each opening and leaking one.
+        if not self._open_lock.acquire(timeout=deadline.remaining()):
+            raise Unreachable(f"libvirt at {self.uri}: no connection within the deadline")
+        try:
+            if self._alive(self._conn):
+                return self._conn
             self._conn = None
-        if self._events:
-            use_default_event_loop()
-        self._conn = open_connection(self.uri, deadline.sub(self.open_timeout))
-        if self._events:
-            with contextlib.suppress(libvirt.libvirtError):
-                self._callback_id = self._conn.domainEventRegisterAny(
-                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None
-                )
-        return self._conn
+            if self._events:
+                use_default_event_loop()
+            conn = open_connection(self.uri, deadline.sub(self.open_timeout))
+            if self._events:
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._callback_id = conn.domainEventRegisterAny(
+                        None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None
+                    )
+            self._conn = conn
+            return conn
+        finally:
+            self._open_lock.release()
 
     def _on_event(self, *_args: object) -> None:
         self._changed.set()
