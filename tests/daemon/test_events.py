@@ -53,7 +53,7 @@ def test_hooks_from_a_thread_never_wait_for_the_loop() -> None:
         with ThreadPoolExecutor(1) as pool:
             t0 = time.monotonic()
             timer = pool.submit(worker).result(timeout=5)  # blocks the loop thread
-            assert time.monotonic() - t0 < 1.0
+            assert time.monotonic() - t0 < 4  # returned: the hook did not wait for the loop
             await _until(lambda: fired)
             assert fired[0] == "tick"
             pool.submit(impl._remove_timeout, timer).result(timeout=5)

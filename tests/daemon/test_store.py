@@ -87,7 +87,7 @@ def test_pruning_a_large_history_is_fast(tmp_path: Path) -> None:
     t0 = time.monotonic()
     with s._lock:
         s._prune("r3")
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 3  # the quadratic query took 10 s; this one ~0.05 s
     assert len(s.history("r3", limit=10_000)) == store_mod.HISTORY_KEEP
     assert len(s.history("r4", limit=10_000)) == 5200
     s.close()

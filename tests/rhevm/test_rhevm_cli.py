@@ -91,8 +91,9 @@ def test_monitor_process_returns_within_monitor_timeout(rhev: Rhev) -> None:
     assert proc.returncode == 99
     # The message gives what was left of the 3 s deadline when the call began.
     assert re.search(r"did not answer within (3|2\.\d+) s", proc.stdout), proc.stdout
-    # 3 s, plus the interpreter's start (~0.3 s here) and some slack for a busy CI host.
-    assert elapsed < 4.5, elapsed
+    # 3 s plus the interpreter's start (~0.3 s here), far from the server's 30 s; the slack
+    # is for a busy CI host (the figure itself is measured in bench/, not asserted here).
+    assert elapsed < 10, elapsed
 
 
 def test_online_process_returns_within_online_timeout(rhev: Rhev) -> None:
@@ -103,7 +104,7 @@ def test_online_process_returns_within_online_timeout(rhev: Rhev) -> None:
     elapsed = time.monotonic() - start
     assert proc.returncode == 1
     assert "online of res1" in proc.stderr and "did not answer within" in proc.stderr
-    assert elapsed < 6.5, elapsed
+    assert elapsed < 12, elapsed  # 5 s deadline, not the server's 30 s
 
 
 def test_wrong_password_is_a_clear_error(rhev: Rhev) -> None:

@@ -329,7 +329,8 @@ def test_latency_past_the_timeout_is_unreachable_within_the_timeout(
         with pytest.raises(RhevmUnreachable):
             c.vm_status("vm1")
         elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 2.0
+    # Gave up at its deadline, not when the server (30 s) answered; slack for a busy host.
+    assert 0.9 <= elapsed < 10
 
 
 def test_a_call_after_a_timeout_uses_a_fresh_connection(sim: OvirtSimulator, password: str) -> None:
@@ -348,7 +349,7 @@ def test_a_per_call_timeout_overrides_the_default(sim: OvirtSimulator, client: R
     started = time.monotonic()
     with pytest.raises(RhevmUnreachable):
         client.vm_status("vm1", timeout=0.5)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 5  # neither the default 10 s nor the server's 30 s
 
 
 def test_http_500_is_unreachable_and_passes(sim: OvirtSimulator, client: RhevmClient) -> None:

