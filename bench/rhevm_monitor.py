@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kvmguest.agent import entrypoints as ep
-from kvmguest.agent.runner import Env, context
+from kvmguest.agents.kvmguest import entrypoints as ep
+from kvmguest.agents.kvmguest.runner import Env, context
 from kvmguest.secrets import encrypt
 from kvmguest.testing.ovirt_sim import OvirtSimulator
 

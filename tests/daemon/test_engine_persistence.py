@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-from kvmguest.agent.params import Loaded
-from kvmguest.agent.runner import Env
+from kvmguest.agents.kvmguest.runner import Env
+from kvmguest.agents.loader import Loaded
 from kvmguest.daemon.engine import Engine
 from kvmguest.daemon.store import Store
 from kvmguest.framework.decision import State

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 import libvirt
-from kvmguest.daemon import events
-from kvmguest.daemon.events import QemuWatch, ThreadSafeAsyncIOImpl, qemu_pid
+from kvmguest.agents.kvmguest import events
+from kvmguest.agents.kvmguest.events import ThreadSafeAsyncIOImpl, qemu_pid
+from kvmguest.daemon.events import QemuWatch
 
 READ = libvirt.VIR_EVENT_HANDLE_READABLE
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmguest.guest.payload import build_iso, payload_from_dropts
+from kvmguest.guest.iso import build_iso
+from kvmguest.guest.payload import payload_from_dropts
 
 from .guest_testlib import NETNS_SKIP, GuestNet, run
 

@@ -15,14 +15,13 @@ import pycdlib
 import pytest
 
 from kvmguest.guest import iso, source
+from kvmguest.guest.iso import build_iso, read_iso
 from kvmguest.guest.payload import (
     VOLUME_LABEL,
     DrPayload,
     PayloadError,
     PayloadMissingError,
     UnsupportedVersionError,
-    build_iso,
-    read_iso,
     to_dict,
     to_json,
 )

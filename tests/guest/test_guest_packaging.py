@@ -136,7 +136,8 @@ def test_bundle_runs_on_a_bare_python(bundles: dict[str, Path]) -> None:
 def test_bundle_applies_a_site_without_pyroute2(
     bundles: dict[str, Path], guest: GuestNet, tmp_path: Path
 ) -> None:
-    from kvmguest.guest.payload import build_iso, payload_from_dropts
+    from kvmguest.guest.iso import build_iso
+    from kvmguest.guest.payload import payload_from_dropts
 
     image = tmp_path / "dr.iso"
     build_iso(payload_from_dropts(SITE_A, "siteA"), image)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import libvirt
-from kvmguest.agent import entrypoints as ep
-from kvmguest.agent.params import Loaded
-from kvmguest.agent.runner import Env, context
-from kvmguest.hypervisors.libvirt_kvm import LibvirtKVM
+from kvmguest.agents.kvmguest import entrypoints as ep
+from kvmguest.agents.kvmguest.libvirt_kvm import LibvirtKVM
+from kvmguest.agents.kvmguest.runner import Env, context
+from kvmguest.agents.loader import Loaded
 
 URI = "test:///default"
 _counter = itertools.count()

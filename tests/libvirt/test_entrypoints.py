@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 import libvirt
-from kvmguest.agent import entrypoints as ep
+from kvmguest.agents.kvmguest import entrypoints as ep
+from kvmguest.agents.kvmguest.libvirt_kvm import LibvirtKVM
 from kvmguest.deadline import Deadline
-from kvmguest.hypervisors.libvirt_kvm import LibvirtKVM
 from kvmguest.model.states import ResourceState
 
 from .conftest import URI, Guest, guest_xml
@@ -124,8 +124,8 @@ def test_paused_guest_is_online_20(guest: Guest) -> None:
 
 
 def test_unreachable_libvirt_is_unknown_not_offline(guest: Guest) -> None:
-    from kvmguest.agent.runner import Env, context
-    from kvmguest.hypervisors.libvirt_kvm import LibvirtKVM
+    from kvmguest.agents.kvmguest.libvirt_kvm import LibvirtKVM
+    from kvmguest.agents.kvmguest.runner import Env, context
 
     guest.configure()
     bad = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
@@ -266,7 +266,7 @@ def test_demo_runs() -> None:
 
 
 def test_libvirt_connection_error_classification() -> None:
-    from kvmguest.hypervisors.libvirt_conn import is_connection_error
+    from kvmguest.agents.kvmguest.libvirt_conn import is_connection_error
 
     try:
         libvirt.open("qemu+unix:///system?socket=/nonexistent/sock")

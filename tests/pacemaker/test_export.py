@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import unavailable
 
+from kvmguest.agents.loader import validate
 from kvmguest.model.config import Config
 from kvmguest.model.parser import load
-from kvmguest.model.validate import validate
 from kvmguest.ocf.export import Export, export, render_crm, render_xml
 
 REPO = Path(__file__).resolve().parents[2]

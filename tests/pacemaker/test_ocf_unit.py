@@ -16,16 +16,11 @@ from pathlib import Path
 import pytest
 
 import libvirt
-from kvmguest.agent.params import Loaded
-from kvmguest.hypervisors.libvirt_kvm import LibvirtKVM
-from kvmguest.model.attributes import Dimension
-from kvmguest.model.states import MonitorResult, ResourceState, kvm_state
-from kvmguest.model.types import KVMGUEST, builtin_types, effective_attrs, object_types
-from kvmguest.ocf import agent, fastmon, procs
-from kvmguest.ocf.codes import Ocf, OcfError, monitor_code
-from kvmguest.ocf.main import main
-from kvmguest.ocf.metadata import Timeouts, render
-from kvmguest.ocf.params import (
+from kvmguest.agents.kvmguest import fastmon, procs
+from kvmguest.agents.kvmguest import ocf_actions as agent
+from kvmguest.agents.kvmguest.agent import KVMGUEST
+from kvmguest.agents.kvmguest.libvirt_kvm import LibvirtKVM
+from kvmguest.agents.kvmguest.ocf_params import (
     BY_NAME,
     PARAMS,
     Meta,
@@ -36,6 +31,14 @@ from kvmguest.ocf.params import (
     ocf_bool,
     ocf_value,
 )
+from kvmguest.agents.kvmguest.params import guest_params
+from kvmguest.agents.loader import Loaded, builtin_types
+from kvmguest.agents.ocf_interface import Ocf, OcfError, monitor_code
+from kvmguest.model.attributes import Dimension
+from kvmguest.model.states import MonitorResult, ResourceState, kvm_state
+from kvmguest.model.types import effective_attrs, object_types
+from kvmguest.ocf.main import main
+from kvmguest.ocf.metadata import Timeouts, render
 
 TEST_URI = "test:///default"
 DTD = Path("/usr/share/resource-agents/ra-api-1.dtd")
@@ -308,7 +311,7 @@ def test_parameters_alone_describe_the_guest() -> None:
     )
     cfg, rid = agent.build_config(env, agent.statics_for("migrate_to", env.meta.timeout_ms))
     loaded = Loaded(cfg)
-    p = loaded.guest(rid, "node1")
+    p = guest_params(loaded, rid, "node1")
     assert (p.guest_name, p.delay_offline, p.dr_enabled) == ("vm1", 7, True)
     assert p.dr_opts["IPAddress"] == "192.0.2.5" and p.dr_opts["Gateway"] == "NONE"
     assert p.timeout("Migrate") == 27
@@ -354,13 +357,13 @@ def test_config_mode_resolves_local_values_and_parameters_override(tmp_path: Pat
     cfg_file.write_text(MAIN_CF)
     base = {"config": str(cfg_file), "resource": "vm"}
     cfg, rid = agent.build_config(_env(base), {})
-    assert Loaded(cfg).guest(rid, "hostB").guest_name == "gB"
-    assert Loaded(cfg).guest(rid, "hostA").guest_name == "gA"
+    assert guest_params(Loaded(cfg), rid, "hostB").guest_name == "gB"
+    assert guest_params(Loaded(cfg), rid, "hostA").guest_name == "gA"
     params = {**base, "guest_name": "gX", "dr_netmask": "24"}
     cfg, rid = agent.build_config(_env(params), {"OnlineTimeout": 12})
-    pa = Loaded(cfg).guest(rid, "hostA")
+    pa = guest_params(Loaded(cfg), rid, "hostA")
     assert pa.guest_name == "gX"  # the parameter wins over GuestName@hostB too
-    assert Loaded(cfg).guest(rid, "hostB").guest_name == "gX"
+    assert guest_params(Loaded(cfg), rid, "hostB").guest_name == "gX"
     assert pa.dr_opts["Gateway"] == "192.0.2.1" and pa.dr_opts["Netmask"] == "24"
     assert (pa.delay_online, pa.timeout("Online")) == (9, 12)
 
@@ -522,8 +525,8 @@ def test_lean_monitor_imports_neither_click_nor_lark() -> None:
         "from kvmguest.ocf.main import main\n"
         "rc = main(['monitor'])\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'lark')\n"
-        "             or m in ('kvmguest.model.parser', 'kvmguest.agent.params',\n"
-        "                      'kvmguest.agent.entrypoints', 'dataclasses_json'))\n"
+        "             or m in ('kvmguest.model.parser', 'kvmguest.agents.kvmguest.params',\n"
+        "                      'kvmguest.agents.kvmguest.entrypoints', 'dataclasses_json'))\n"
         "print(rc, bad)\n"
     )
     env = {**os.environ, **BASE, "OCF_RESKEY_guest_name": "test"}

@@ -11,9 +11,9 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from kvmguest.agent import entrypoints as ep
-from kvmguest.agent.runner import Env, context
-from kvmguest.hypervisors.rhevm_client import RhevmClient
+from kvmguest.agents.kvmguest import entrypoints as ep
+from kvmguest.agents.kvmguest.rhevm_client import RhevmClient
+from kvmguest.agents.kvmguest.runner import Env, context
 from kvmguest.secrets import encrypt
 from kvmguest.testing.ovirt_sim import (
     Durations,
@@ -76,7 +76,7 @@ def leaks(texts: Iterable[str]) -> list[str]:
     return [t for t in texts if any(f in t for f in forms)]
 
 
-# -- the entry points on RHV-M (tests of kvmguest.hypervisors.rhevm and the CLI) ----------
+# -- the entry points on RHV-M (tests of kvmguest.agents.kvmguest.rhevm and the CLI) ----------
 
 # Short transitions on the real clock: the entry points wait for them as for a real engine.
 LIVE_DURATIONS = Durations(launch=0.1, power_up=0.2, power_down=0.2, migrate=0.3, restore=0.1)

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from kvmguest.hypervisors.rhevm_client import RhevmClient
+from kvmguest.agents.kvmguest.rhevm_client import RhevmClient
 from kvmguest.testing.ovirt_sim import ApiFault, Durations, ManualClock, OvirtSimulator
 from kvmguest.testing.ovirt_sim.model import Engine, parse_search
 

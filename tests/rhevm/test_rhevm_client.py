@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from kvmguest.hypervisors.rhevm_client import (
+from kvmguest.agents.kvmguest.rhevm_client import (
     RhevmAuthError,
     RhevmClient,
     RhevmConfigError,
@@ -66,7 +66,7 @@ def test_url_with_credentials_is_refused_without_echoing_them(password: str) -> 
 def test_without_the_sdk_the_module_imports_and_the_client_says_why() -> None:
     code = (
         "import sys; sys.modules['ovirtsdk4'] = None\n"
-        "from kvmguest.hypervisors import rhevm_client as m\n"
+        "from kvmguest.agents.kvmguest import rhevm_client as m\n"
         "assert not m.HAVE_SDK\n"
         "try:\n"
         "    m.RhevmClient('https://h', 'u', 'p', None, 5)\n"

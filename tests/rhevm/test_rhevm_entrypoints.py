@@ -12,9 +12,9 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from kvmguest.agent import entrypoints as ep
+from kvmguest.agents.kvmguest import entrypoints as ep
+from kvmguest.agents.kvmguest.rhevm import RhevHypervisor
 from kvmguest.guest.payload import PAYLOAD_FILENAME, from_json
-from kvmguest.hypervisors.rhevm import RhevHypervisor
 from kvmguest.model.states import MonitorResult, ResourceState
 from kvmguest.secrets import encrypt
 

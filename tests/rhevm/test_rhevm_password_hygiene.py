@@ -10,7 +10,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from kvmguest.hypervisors.rhevm_client import RhevmClient, RhevmError
+from kvmguest.agents.kvmguest.rhevm_client import RhevmClient, RhevmError
 from kvmguest.testing.ovirt_sim import OvirtSimulator
 
 OTHER_SECRET = "Wr0ng&pw=%<y>+2"

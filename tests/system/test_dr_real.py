@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kvmguest.agent import entrypoints as ep
+from kvmguest.agents.kvmguest import entrypoints as ep
 
 from .conftest import GuestFactory
 from .guests import CDROM_DONE, console_offset, parse_cdrom, wait_for_console

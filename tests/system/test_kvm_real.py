@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import libvirt
-from kvmguest.agent import entrypoints as ep
+from kvmguest.agents.kvmguest import entrypoints as ep
 from kvmguest.model.states import ResourceState
 
 from .conftest import REPO, GuestFactory

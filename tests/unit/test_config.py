@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kvmguest.agents.loader import validate
 from kvmguest.model.config import Block, Config, Link
 from kvmguest.model.parser import load, parse_text
 from kvmguest.model.printer import format_config
-from kvmguest.model.validate import validate
 
 GOOD = """\
 include "types.cf"

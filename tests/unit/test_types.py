@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from kvmguest.agents.loader import builtin_types
 from kvmguest.model.attributes import AttrType, Dimension
 from kvmguest.model.parser import parse_text
 from kvmguest.model.printer import format_type
-from kvmguest.model.types import builtin_types, effective_attrs, framework_type
+from kvmguest.model.types import effective_attrs, framework_type
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT.parent / "shared" / "seed" / "000_dd86f7481afe80a9.txt"

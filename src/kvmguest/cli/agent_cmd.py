@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from kvmguest.cli.main import _finish, cli, config_option
+from kvmguest.cli.app import cli, config_option, finish
 
 # Kept here, not imported from kvmguest.daemon: the one-shot entry points load this module
 # too, and must not pay for asyncio.
@@ -40,11 +40,11 @@ def agent_cmd(
     socket_group: str | None, metrics_port: int | None, metrics_addr: str,
     no_autostart: bool, check: bool,
 ) -> None:  # fmt: skip
-    """Run the agent daemon for this system's KVMGuest resources."""
+    """Run the agent daemon for this system's resources."""
     import asyncio
 
-    from kvmguest.agent.params import Loaded
-    from kvmguest.agent.runner import Env
+    from kvmguest.agents.base import Env
+    from kvmguest.agents.loader import Loaded
     from kvmguest.daemon.service import AgentOptions, serve
     from kvmguest.model.config import ConfigInvalid
 
@@ -57,7 +57,7 @@ def agent_cmd(
         for d in e.diagnostics:
             click.echo(str(d), err=True)
         click.echo(f"kvmguest agent: {env.config} is invalid; not starting", err=True)
-        _finish(1)
+        finish(1)
     mine = [
         g for g, b in loaded.cfg.groups.items()
         if not isinstance(b.attrs.get("SystemList"), dict)
@@ -66,12 +66,12 @@ def agent_cmd(
     if check:
         click.echo(f"{env.config}: valid; system {env.system} runs group(s): "
                    f"{', '.join(mine) or 'none'}")  # fmt: skip
-        _finish(0)
+        finish(0)
     opts = AgentOptions(env=env, socket=socket_path, db=db, group=socket_group,
                         metrics_port=metrics_port, metrics_addr=metrics_addr,
                         autostart=not no_autostart)  # fmt: skip
     asyncio.run(serve(loaded, opts, ready=lambda: sd_notify("READY=1")))
-    _finish(0)
+    finish(0)
 
 
 def sd_notify(state: str) -> None:
@@ -99,7 +99,7 @@ def _call(socket_path: str, cmd: str, as_json: bool, **args: Any) -> dict[str, A
             final = msg
     except ControlError as e:
         click.echo(f"kvmguest: {e}", err=True)
-        _finish(1)
+        finish(1)
     if not final.get("ok"):
         if as_json:
             click.echo(json.dumps(final))
@@ -108,7 +108,7 @@ def _call(socket_path: str, cmd: str, as_json: bool, **args: Any) -> dict[str, A
                 click.echo(final["output"])
             why = final.get("error") or final.get("message") or final.get("log") or "failed"
             click.echo(f"kvmguest: {why}", err=True)
-        _finish(1)
+        finish(1)
     return final
 
 
@@ -127,7 +127,7 @@ def status_cmd(obj: dict[str, Any], resource: str | None, socket_path: str) -> N
     reply = _call(socket_path, "status", obj["json"], resource=resource)
     if obj["json"]:
         click.echo(json.dumps(reply))
-        _finish(0)
+        finish(0)
     from rich.console import Console
     from rich.table import Table
 
@@ -142,7 +142,7 @@ def status_cmd(obj: dict[str, Any], resource: str | None, socket_path: str) -> N
     Console(file=sys.stdout).print(table)
     for g, s in reply["groups"].items():
         click.echo(f"group {g}: {s}")
-    _finish(0)
+    finish(0)
 
 
 @cli.command("history")
@@ -159,7 +159,7 @@ def history_cmd(obj: dict[str, Any], resource: str | None, limit: int, socket_pa
         for row in reply["history"]:
             click.echo(f"{_when(row['ts'])}  {row['resource']:<12} {row['kind']:<9} "
                        f"{row['detail']}")  # fmt: skip
-    _finish(0)
+    finish(0)
 
 
 @cli.command("group")
@@ -178,7 +178,7 @@ def group_cmd(
     reply = _call(socket_path, "group", obj["json"], op=op, group=group, to=target)
     click.echo(json.dumps(reply) if obj["json"] else f"group {group}: "
                f"{reply.get('group_state', 'done')}")  # fmt: skip
-    _finish(0)
+    finish(0)
 
 
 @cli.command("resource")
@@ -203,4 +203,4 @@ def resource_cmd(
         if reply.get("output"):
             click.echo(reply["output"])
         click.echo(reply.get("message") or reply.get("log") or reply.get("state", "done"))
-    _finish(0)
+    finish(0)

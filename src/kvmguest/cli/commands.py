@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from kvmguest.cli.main import _finish, cli, config_option
+from kvmguest.agents.loader import builtin_types, validate
+from kvmguest.cli.app import cli, config_option, finish
 from kvmguest.model.parser import load
 from kvmguest.model.printer import format_type
-from kvmguest.model.types import builtin_types, framework_type
-from kvmguest.model.validate import validate
+from kvmguest.model.types import framework_type
 
 
 @cli.command("validate")
@@ -28,7 +28,7 @@ def validate_cmd(obj: dict[str, Any], config: str | None) -> None:
         click.echo(str(d), err=True)
     if not diags and not obj["json"]:
         click.echo(f"{path}: valid ({len(cfg.groups)} group(s), {len(cfg.resources)} resource(s))")
-    _finish(1 if diags else 0)
+    finish(1 if diags else 0)
 
 
 @cli.command("types")
@@ -46,10 +46,15 @@ def types_cmd(show_all: bool) -> None:
 @cli.command("demo")
 @click.option("--workdir", type=click.Path(file_okay=False), help="keep the demo files here")
 def demo_cmd(workdir: str | None) -> None:
-    """Run the agent on libvirt's in-process test driver: online, monitor, crash, clean."""
-    from kvmguest.cli.demo import run_demo
+    """Run the agents' demonstrations (KVMGuest: libvirt's in-process test driver: online,
+    monitor, crash, clean)."""
+    from kvmguest.agents import registry
 
-    _finish(run_demo(workdir))
+    code = 0
+    for agent in registry.agents():
+        rc = agent.demo(workdir)
+        code = code or (rc or 0)
+    finish(code)
 
 
 @cli.command("dr-payload")
@@ -60,27 +65,23 @@ def demo_cmd(workdir: str | None) -> None:
 @click.pass_obj
 def dr_payload_cmd(obj: dict[str, Any], resource: str, output: str, config: str | None) -> None:
     """Write the DR payload image that online would attach, for inspection."""
-    from pathlib import Path
-
-    from kvmguest.agent.dr import write_image
-    from kvmguest.agent.params import Loaded
+    from kvmguest.agents import registry
+    from kvmguest.agents.loader import Loaded
     from kvmguest.errors import AgentError
-    from kvmguest.guest.payload import to_json
     from kvmguest.model.config import ConfigInvalid
 
     env = obj["env"]
+    path = output
     try:
-        params = Loaded.from_file(config or env.config).guest(resource, env.system)
-        path = write_image(params, Path(output))
+        loaded = Loaded.from_file(config or env.config)
+        agent = registry.require(loaded.cfg.resource(resource).kind)
+        click.echo(agent.dr_payload(loaded, resource, env.system, output))
     except ConfigInvalid as e:
         for d in e.diagnostics:
             click.echo(str(d), err=True)
-        _finish(1)
+        finish(1)
     except (KeyError, AgentError) as e:
         click.echo(f"kvmguest: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
-        _finish(1)
-    from kvmguest.guest.iso import read_iso
-
-    click.echo(to_json(read_iso(path)).strip())  # read back: what the guest will see
+        finish(1)
     click.echo(f"written: {path}", err=True)
-    _finish(0)
+    finish(0)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from kvmguest.cli.main import _finish, cli, config_option
+from kvmguest.cli.app import cli, config_option, finish
 
 
 @cli.group("export")
@@ -30,9 +30,9 @@ def export_group() -> None:
 )
 @click.pass_obj
 def pacemaker_cmd(obj: dict[str, Any], config: str | None, fmt: str) -> None:
-    """Print the Pacemaker configuration of main.cf's KVMGuest resources and groups."""
+    """Print the Pacemaker configuration of main.cf's resources and groups."""
+    from kvmguest.agents.loader import validate
     from kvmguest.model.parser import load
-    from kvmguest.model.validate import validate
     from kvmguest.ocf.export import export, render_crm, render_xml
 
     path = config or obj["env"].config
@@ -42,9 +42,9 @@ def pacemaker_cmd(obj: dict[str, Any], config: str | None, fmt: str) -> None:
         for d in diags:
             click.echo(str(d), err=True)
         click.echo(f"kvmguest: {path} is invalid; nothing exported", err=True)
-        _finish(1)
+        finish(1)
     result = export(cfg)
     click.echo(render_crm(result) if fmt == "crm" else render_xml(result), nl=False)
     for note in result.notes:
         click.echo(note, err=True)
-    _finish(0)
+    finish(0)

@@ -1,4 +1,4 @@
-"""``kvmguest ocf``: install the Pacemaker resource agent ocf:kvmguest:KVMGuest."""
+"""``kvmguest ocf``: install the Pacemaker resource agents ocf:kvmguest:<type>."""
 
 from __future__ import annotations
 
@@ -6,55 +6,65 @@ from pathlib import Path
 
 import click
 
-from kvmguest.cli.main import _finish, cli
+from kvmguest.cli.app import cli, finish
 
 
 @cli.group("ocf")
 def ocf_group() -> None:
-    """The Pacemaker resource agent ocf:kvmguest:KVMGuest (docs/pacemaker.md)."""
+    """The Pacemaker resource agents ocf:kvmguest:<type> (docs/pacemaker.md)."""
 
 
 @ocf_group.command("install")
 @click.option(
     "--python",
     "python",
-    help="interpreter that runs the agent (default: this one); it must import kvmguest "
-    "and libvirt as root",
+    help="interpreter that runs the agents (default: this one); it must import kvmguest "
+    "and the agents' drivers (libvirt) as root",
 )
 @click.option(
-    "--dest",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "--dir",
+    "dest_dir",
+    type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="where to write the agent (default /usr/lib/ocf/resource.d/kvmguest/KVMGuest)",
+    help="where to write the agents (default /usr/lib/ocf/resource.d/kvmguest)",
 )
-def install_cmd(python: str | None, dest: Path | None) -> None:
-    """Install the agent: a shell wrapper with the meta-data written in, that runs PYTHON."""
-    from kvmguest.ocf.install import AGENT_PATH, InstallError, install
+def install_cmd(python: str | None, dest_dir: Path | None) -> None:
+    """Install the agents: shell wrappers with the meta-data written in, that run PYTHON."""
+    from kvmguest.ocf.install import OCF_DIR, InstallError, install
 
     try:
-        path = install(python, dest or AGENT_PATH)
+        paths = install(python, dest_dir or OCF_DIR)
     except (InstallError, OSError) as e:
-        click.echo(f"kvmguest: cannot install the OCF agent: {e}", err=True)
-        _finish(1)
-    click.echo(f"installed ocf:kvmguest:KVMGuest at {path}")
-    _finish(0)
+        click.echo(f"kvmguest: cannot install the OCF agents: {e}", err=True)
+        finish(1)
+    for path in paths:
+        click.echo(f"installed ocf:kvmguest:{path.name} at {path}")
+    finish(0)
 
 
 @ocf_group.command("uninstall")
-@click.option("--dest", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def uninstall_cmd(dest: Path | None) -> None:
-    """Remove the installed agent."""
-    from kvmguest.ocf.install import AGENT_PATH, uninstall
+@click.option("--dir", "dest_dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def uninstall_cmd(dest_dir: Path | None) -> None:
+    """Remove the installed agents."""
+    from kvmguest.ocf.install import OCF_DIR, uninstall
 
-    path = dest or AGENT_PATH
-    click.echo(f"removed {path}" if uninstall(path) else f"{path} was not installed")
-    _finish(0)
+    removed = uninstall(dest_dir or OCF_DIR)
+    for path in removed:
+        click.echo(f"removed {path}")
+    if not removed:
+        click.echo(f"no agent was installed in {dest_dir or OCF_DIR}")
+    finish(0)
 
 
 @ocf_group.command("metadata")
-def metadata_cmd() -> None:
-    """Print the agent's OCF meta-data (what `KVMGuest meta-data` prints)."""
+@click.argument("type_name", required=False)
+def metadata_cmd(type_name: str | None) -> None:
+    """Print an agent's OCF meta-data (what `TYPE meta-data` prints)."""
     from kvmguest.ocf.metadata import render
 
-    click.echo(render(), nl=False)
-    _finish(0)
+    try:
+        click.echo(render(type_name=type_name), nl=False)
+    except KeyError as e:
+        click.echo(f"kvmguest: {e.args[0]}", err=True)
+        finish(1)
+    finish(0)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from kvmguest.cli.main import _finish, cli
+from kvmguest.cli.app import cli, finish
 
 EXIT_FAIL = 1
 # Far more than any password; a larger stdin is a mistake (a file piped in by accident).
@@ -81,12 +81,12 @@ def encrypt_cmd(obj: dict[str, Any], key_file: str | None) -> None:
         secret = _from_terminal() if sys.stdin.isatty() else _from_stdin()
     except _NoSecret as e:
         click.echo(f"kvmguest encrypt: {e}", err=True)
-        _finish(EXIT_FAIL)
+        finish(EXIT_FAIL)
     try:
         ciphertext = encrypt(secret, key_file)
     except SecretError as e:
         click.echo(f"kvmguest encrypt: {e}", err=True)
-        _finish(EXIT_FAIL)
+        finish(EXIT_FAIL)
     del secret
     key_path = str(resolve_key_path(key_file))
     if obj["json"]:
@@ -99,4 +99,4 @@ def encrypt_cmd(obj: dict[str, Any], key_file: str | None) -> None:
                 "every system that may run the resource.",
                 err=True,
             )
-    _finish(0)
+    finish(0)

@@ -12,11 +12,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from kvmguest.agent.params import Loaded
-from kvmguest.agent.runner import Env
+from kvmguest.agents import registry
+from kvmguest.agents.base import Env
 from kvmguest.daemon.control import ControlServer
 from kvmguest.daemon.engine import Engine, Resource
-from kvmguest.daemon.events import register_event_impl
 from kvmguest.daemon.metrics import Metrics
 from kvmguest.daemon.store import Store
 from kvmguest.framework.decision import State
@@ -32,6 +31,7 @@ from kvmguest.framework.groups import (
     plan_online,
     plan_switch,
 )
+from kvmguest.model.resolver import Loaded
 
 log = logging.getLogger("kvmguest.daemon")
 
@@ -94,7 +94,7 @@ class Service:
                 await progress(f"{name}: {request} ({d.state.value})")
             for name in todo:
                 r = self.engine.resources[name]
-                limit = float(r.ctx.params.timeout("Online" if request == "online" else "Offline"))
+                limit = float(r.handle.timeout("Online" if request == "online" else "Offline"))
                 state = await self.engine.wait_for(r, settled, limit * 3 + 30)
                 await progress(f"{name}: {state.value}")
                 if not settled(state) or state is State.FAULTED:
@@ -138,7 +138,7 @@ class Service:
                 if d.rejected:
                     return {"ok": False, "error": d.log}
                 await progress(f"{name}: migrating to {target}")
-                limit = float(r.ctx.params.timeout("Migrate")) + 60
+                limit = float(r.handle.timeout("Migrate")) + 60
                 state = await self.engine.wait_for(r, lambda s: s is not State.MIGRATING, limit)
                 last = r.machine.last_result
                 if state is State.ONLINE:
@@ -153,7 +153,7 @@ class Service:
         def forward(msg: str) -> None:
             asyncio.run_coroutine_threadsafe(progress(msg), loop)
 
-        r.ctx.progress = forward
+        r.handle.set_progress(forward)
 
     async def group_simple(self, group: str, what: str) -> dict[str, Any]:
         spec = self.spec(group)
@@ -237,7 +237,8 @@ async def serve(
     loaded: Loaded, opts: AgentOptions, ready: Callable[[], None] | None = None
 ) -> None:
     loop = asyncio.get_running_loop()
-    register_event_impl(loop)
+    for agent in registry.agents():
+        agent.prepare_loop(loop)
     store = Store(opts.db)
     metrics = Metrics()
     engine = Engine(loaded, opts.env, store, metrics)

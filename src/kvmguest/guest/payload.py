@@ -27,16 +27,14 @@ Readers are strict: an unknown ``format``, another ``version``, a missing or unk
 a value that would not pass :func:`validate_dropts` is a :class:`PayloadError`, and the guest
 then changes nothing. A new field therefore means a new version.
 
-Everything here is pure except :func:`build_iso` and :func:`read_iso`, which delegate to
-:mod:`kvmguest.guest.iso` (imported lazily so that the agent's validation does not load
-pycdlib).
+Everything here is pure; the image itself is :mod:`kvmguest.guest.iso`'s (``build_iso``,
+``read_iso``), which imports this module, never the other way round.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -598,26 +596,3 @@ def from_json(data: str | bytes) -> DrPayload:
     except ValueError as exc:  # JSONDecodeError, and RecursionError-free for our size
         raise PayloadError(f"corrupt payload: not JSON ({exc})") from None
     return from_dict(obj)
-
-
-# --------------------------------------------------------------------------- ISO (I/O)
-
-
-def build_iso(payload: DrPayload, path: str | os.PathLike[str]) -> None:
-    """Write an ISO 9660 image holding the payload, atomically replacing ``path``.
-
-    See :func:`kvmguest.guest.iso.build_iso`.
-    """
-    from kvmguest.guest import iso
-
-    iso.build_iso(payload, path)
-
-
-def read_iso(source: str | os.PathLike[str]) -> DrPayload:
-    """Read the payload from an ISO image file or a CD-ROM device without mounting it.
-
-    See :func:`kvmguest.guest.iso.read_iso`.
-    """
-    from kvmguest.guest import iso
-
-    return iso.read_iso(source)

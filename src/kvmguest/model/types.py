@@ -1,9 +1,10 @@
-"""The built-in types: KVMGuest (the seed's definition), the agent-framework statics, and
-the attributes of cluster, system and group blocks.
+"""Type definitions: the agent-framework statics, the attributes of cluster, system and
+group blocks, and how a type text (an agent's, or a file's) is read and layered.
 
-They are written in the configuration language itself (``*.cf`` beside this module) and
-read with the same parser as the operator's files, so the printer, the parser and the
-definitions cannot drift apart.
+The built-ins are written in the configuration language itself (``*.cf`` beside this
+module, and each agent's type text beside its agent) and read with the same parser as the
+operator's files, so the printer, the parser and the definitions cannot drift apart. Which
+resource types exist is the agents' registry's business, not this module's.
 """
 
 from __future__ import annotations
@@ -18,20 +19,24 @@ from kvmguest.model.attributes import AttrDef, AttrType, Dimension
 from kvmguest.model.config import ConfigInvalid, TypeDef
 from kvmguest.model.parser import cache_dir, parse_text, write_cache
 
-KVMGUEST = "KVMGuest"
 FRAMEWORK = "_Framework"
 
 
-def _read(name: str) -> dict[str, TypeDef]:
-    text = resources.files("kvmguest.model").joinpath(name).read_text()
+def parse_types(text: str, label: str) -> dict[str, TypeDef]:
+    """The types a built-in type text defines (cached: see below)."""
     cached = _from_cache(text)
     if cached is not None:
         return cached
-    cfg, diags, _ = parse_text(text, f"<built-in {name}>")
+    cfg, diags, _ = parse_text(text, label)
     if diags:  # a packaging bug, not an operator error
         raise ConfigInvalid(diags)
     _to_cache(text, cfg.types)
     return cfg.types
+
+
+def _read(name: str) -> dict[str, TypeDef]:
+    text = resources.files("kvmguest.model").joinpath(name).read_text()
+    return parse_types(text, f"<built-in {name}>")
 
 
 # Parsing the built-in definitions costs a one-shot command ~10-20 ms; their parsed form is
@@ -88,12 +93,6 @@ def _to_cache(text: str, types: dict[str, TypeDef]) -> None:
 
 
 @cache
-def builtin_types() -> dict[str, TypeDef]:
-    """KVMGuest as the seed defines it (type-specific attributes only)."""
-    return _read("kvmguest.cf")
-
-
-@cache
 def framework_type() -> TypeDef:
     return _read("framework.cf")[FRAMEWORK]
 
@@ -112,13 +111,13 @@ def effective_attrs(tdef: TypeDef) -> dict[str, AttrDef]:
     return attrs
 
 
-def merged_types(file_types: dict[str, TypeDef]) -> dict[str, TypeDef]:
-    """The types in force: built-ins, with types.cf definitions layered over them.
+def merged_types(file_types: dict[str, TypeDef], builtin: dict[str, TypeDef]) -> dict[str, TypeDef]:
+    """The types in force: the built-ins, with types.cf definitions layered over them.
 
-    A types.cf that defines KVMGuest again (a VCS installation's own types.cf) may add
-    attributes or change defaults; the built-in attributes it leaves out stay.
+    A types.cf that defines a built-in type again (a VCS installation's own types.cf) may
+    add attributes or change defaults; the built-in attributes it leaves out stay.
     """
-    out = {name: TypeDef(t.name, dict(t.attrs), t.pos) for name, t in builtin_types().items()}
+    out = {name: TypeDef(t.name, dict(t.attrs), t.pos) for name, t in builtin.items()}
     for name, tdef in file_types.items():
         if name.startswith("_"):
             continue

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
-from urllib.parse import urlsplit
 
 from kvmguest.model.attributes import AttrDef, ValueError_, coerce
-from kvmguest.model.config import Block, Config, Diagnostic, Pos
-from kvmguest.model.types import KVMGUEST, effective_attrs, merged_types, object_types
+from kvmguest.model.config import Block, Config, Diagnostic, Pos, TypeDef
+from kvmguest.model.types import effective_attrs, merged_types, object_types
 
-# Checks of one attribute's whole value, for the attributes whose meaning we know beyond
-# their type: (attribute) -> function(value as association) -> list of messages.
-AssocCheck = Callable[[dict[str, str]], list[str]]
+# A type's own checks of one resource (its agent's validate hook).
+Hook = Callable[[Config, Block, dict[str, AttrDef]], list[Diagnostic]]
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
@@ -23,59 +21,12 @@ def _suggest(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def check_rhevminfo(info: dict[str, str]) -> list[str]:
-    if info.get("Enabled", "0") != "1":
-        return []
-    errors: list[str] = []
-    url = info.get("URL", "NONE")
-    parts = urlsplit(url) if url not in ("", "NONE") else None
-    if parts is None:
-        errors.append("RHEVMInfo.URL is required when RHEVMInfo.Enabled = 1")
-    elif parts.scheme != "https":
-        errors.append(
-            f"RHEVMInfo.URL must be https:// (the RHV-M API is only spoken over TLS), not {url!r}"
-        )
-    elif not parts.hostname:
-        errors.append(f"RHEVMInfo.URL {url!r} has no host name")
-    for key in ("User", "Password", "Cluster"):
-        if info.get(key, "NONE") in ("", "NONE"):
-            errors.append(f"RHEVMInfo.{key} is required when RHEVMInfo.Enabled = 1")
-    return errors
-
-
-def check_ceinfo(info: dict[str, str]) -> list[str]:
-    if info.get("Enabled", "0") != "1":
-        return []
-    if info.get("CESystem", "NONE") in ("", "NONE"):
-        return ["CEInfo.CESystem is required when CEInfo.Enabled = 1"]
-    return []
-
-
-def check_dropts(opts: dict[str, str]) -> list[str]:
-    try:
-        from kvmguest.guest.payload import validate_dropts
-    except ImportError:  # the guest package is optional in a trimmed install
-        return []
-    return validate_dropts(opts)
-
-
-ASSOC_CHECKS: dict[str, AssocCheck] = {
-    "RHEVMInfo": check_rhevminfo,
-    "CEInfo": check_ceinfo,
-    "DROpts": check_dropts,
-}
-BOOLEAN_KEYS = {
-    "RHEVMInfo": ("Enabled", "UseManualRHEVMFencing"),
-    "CEInfo": ("Enabled", "FaultOnHBLoss"),
-    "DROpts": ("ConfigureNetwork",),
-}
-
-
 class _Validator:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, builtin: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
         self.cfg = cfg
         self.diags: list[Diagnostic] = []
-        self.types = merged_types(cfg.types)
+        self.types = merged_types(cfg.types, builtin)
+        self.hooks = hooks
 
     def error(self, pos: Pos, message: str) -> None:
         self.diags.append(Diagnostic(pos, message))
@@ -86,11 +37,6 @@ class _Validator:
             coerce(adef, value)  # type: ignore[arg-type]
         except ValueError_ as e:
             self.error(pos, f"{block.kind} {block.name}: {e}")
-            return
-        if isinstance(value, dict) and adef.name in BOOLEAN_KEYS:
-            for key in BOOLEAN_KEYS[adef.name]:
-                if key in value and value[key] not in ("0", "1"):
-                    self.error(pos, f"{where}{adef.name}.{key} must be 0 or 1, not {value[key]!r}")
 
     def attributes(self, block: Block, attrs: dict[str, AttrDef], resource: bool) -> None:
         systems = self.cfg.systems
@@ -123,28 +69,9 @@ class _Validator:
             self.semantic(block, attrs)
 
     def semantic(self, block: Block, attrs: dict[str, AttrDef]) -> None:
-        if block.kind != KVMGUEST:
-            return
-        if block.attrs.get("GuestName") in (None, ""):
-            local = block.local.get("GuestName", {})
-            needed = self._systems_of(block)
-            if not needed or any(local.get(s) in (None, "") for s in needed):
-                self.error(block.pos, f"KVMGuest {block.name}: GuestName is required")
-        for attr, check in ASSOC_CHECKS.items():
-            for system in [None, *block.local.get(attr, {})]:
-                raw = block.raw(attr, system)
-                if not isinstance(raw, dict):
-                    continue
-                merged = dict(attrs[attr].default_value())  # type: ignore[arg-type]
-                merged.update(raw)
-                where = f"@{system}" if system else ""
-                for msg in check(merged):
-                    self.error(block.position(attr), f"KVMGuest {block.name}{where}: {msg}")
-
-    def _systems_of(self, block: Block) -> list[str]:
-        group = self.cfg.groups.get(block.group or "")
-        sl = group.attrs.get("SystemList") if group else None
-        return list(sl) if isinstance(sl, dict) else list(self.cfg.systems)
+        hook = self.hooks.get(block.kind)
+        if hook is not None:
+            self.diags.extend(hook(self.cfg, block, attrs))
 
     def groups(self) -> None:
         systems = self.cfg.systems
@@ -253,5 +180,9 @@ def find_cycle(edges: dict[str, list[str]]) -> list[str]:
     return []
 
 
-def validate(cfg: Config) -> list[Diagnostic]:
-    return _Validator(cfg).run()
+def validate(
+    cfg: Config, builtin: dict[str, TypeDef], hooks: dict[str, Hook] | None = None
+) -> list[Diagnostic]:
+    """Every problem of ``cfg`` with its position; ``builtin``: the types the agents define,
+    ``hooks``: each type's own checks (the agents' registry passes both)."""
+    return _Validator(cfg, builtin, hooks or {}).run()

@@ -1,4 +1,4 @@
-"""The Pacemaker adapter: the ``ocf:kvmguest:KVMGuest`` resource agent and the export of a
+"""The Pacemaker adapter: the ``ocf:kvmguest:<type>`` resource agents and the export of a
 main.cf to a Pacemaker configuration.
 
 This package's ``__init__`` imports nothing on purpose: ``python -m kvmguest.ocf monitor``

@@ -2,16 +2,17 @@
 
 What maps, and how (docs/pacemaker.md, "kvmguest export pacemaker"):
 
-* a KVMGuest resource -> a primitive ``ocf:kvmguest:KVMGuest`` with its attributes as
-  parameters (:mod:`kvmguest.ocf.params`); local values ``Attr@system`` -> a parameter set
-  with a ``#uname eq system`` rule; the cluster and system attributes a guest depends on
-  (LibvirtURITemplate, a system's LibvirtURI, Site ...) -> parameters too;
+* a resource whose type's agent has a Pacemaker side -> a primitive ``ocf:kvmguest:<type>``
+  with its attributes as that agent's parameters (KVMGuest: its OCF parameter table); local
+  values ``Attr@system`` -> a parameter set with a ``#uname eq system`` rule; the cluster and
+  system attributes it depends on (LibvirtURITemplate, a system's LibvirtURI, Site ...) ->
+  parameters too;
 * MonitorInterval/MonitorTimeout -> ``op monitor``; OfflineMonitorInterval -> ``op monitor
   role=Stopped``; LevelTwoMonitorFreq -> a second monitor with OCF_CHECK_LEVEL=10;
   OnlineTimeout -> start, OfflineTimeout -> stop, MigrateTimeout -> migrate_to/from;
   RestartLimit -> ``migration-threshold`` (RestartLimit + 1: VCS restarts RestartLimit
   times, then fails over); SupportedOperations with migrate -> ``allow-migrate=true``;
-* a service group -> a Pacemaker group of its KVMGuest resources in ``requires`` order
+* a service group -> a Pacemaker group of its exported resources in ``requires`` order
   (children first; a lone resource stays a primitive); SystemList -> location scores
   (lower VCS priority = higher score) and a -INFINITY rule for every other node;
   resource-stickiness above the spread of those scores (VCS does not fail back);
@@ -30,18 +31,14 @@ import re
 from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
-from kvmguest.model.attributes import Value
+from kvmguest.agents import registry
+from kvmguest.agents.loader import builtin_types
+from kvmguest.agents.ocf_interface import OcfSide, flatten
+from kvmguest.model.attributes import AttrDef, Value
 from kvmguest.model.config import Block, Config
-from kvmguest.model.types import (
-    KVMGUEST,
-    builtin_types,
-    effective_attrs,
-    merged_types,
-    object_types,
-)
-from kvmguest.ocf.params import PARAMS, flatten_attrs
+from kvmguest.model.types import effective_attrs, merged_types, object_types
 
-AGENT = ("ocf", "kvmguest", "KVMGuest")
+PROVIDER = ("ocf", "kvmguest")
 # Statics that become ops or meta attributes (the rest is reported when it differs from
 # the built-in type).
 MAPPED_STATICS = {
@@ -95,8 +92,6 @@ WHY_GROUP = {
     "Priority": "use Pacemaker's priority meta attribute",
     "PreOnline": "no preonline trigger in Pacemaker",
 }
-SYSTEM_PARAMS = {p.system_attr: p.name for p in PARAMS if p.system_attr}
-CLUSTER_PARAMS = {p.cluster_attr: p.name for p in PARAMS if p.cluster_attr}
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 SCORE_STEP = 100
 
@@ -133,6 +128,7 @@ class Primitive:
     params: list[ParamSet]
     meta: dict[str, str]
     ops: list[Op]
+    kind: str  # the resource type: ocf:kvmguest:<kind>
 
 
 @dataclass
@@ -198,10 +194,21 @@ class _Exporter:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.out = Export()
-        self.types = merged_types(cfg.types)
-        self.attrs = effective_attrs(self.types[KVMGUEST])
-        self.builtin = effective_attrs(builtin_types()[KVMGUEST])
+        builtin = builtin_types()
+        self.types = merged_types(cfg.types, builtin)
+        self.builtin = {name: effective_attrs(t) for name, t in builtin.items()}
+        self.sides: dict[str, OcfSide] = {}
+        for agent in registry.ocf_agents():
+            side = agent.ocf()
+            assert side is not None
+            self.sides[agent.type_name] = side
+        params = [p for side in self.sides.values() for p in side.params]
+        self.system_params = {p.system_attr: p.name for p in params if p.system_attr}
+        self.cluster_params = {p.cluster_attr: p.name for p in params if p.cluster_attr}
         self.used_ids: set[str] = set()
+
+    def attrs(self, block: Block) -> dict[str, AttrDef]:
+        return effective_attrs(self.types[block.kind])
 
     # -- ids -----------------------------------------------------------------------
 
@@ -221,15 +228,14 @@ class _Exporter:
         raw = block.attrs.get(name)
         if raw is not None:
             return raw
-        default = self.attrs[name].default_value()
-        return default
+        return self.attrs(block)[name].default_value()
 
     def static_int(self, block: Block, name: str) -> int:
         value = self.static(block, name)
         return int(value) if isinstance(value, str) else 0
 
     def differs(self, block: Block, name: str) -> bool:
-        builtin = self.builtin.get(name)
+        builtin = self.builtin.get(block.kind, {}).get(name)
         mine = self.static(block, name)
         return builtin is None or builtin.default_value() != mine
 
@@ -240,13 +246,13 @@ class _Exporter:
         cluster = self.cfg.cluster
         if cluster is not None:
             for attr, value in sorted(cluster.attrs.items()):
-                if attr in CLUSTER_PARAMS and isinstance(value, str):
-                    out[CLUSTER_PARAMS[attr]] = value
+                if attr in self.cluster_params and isinstance(value, str):
+                    out[self.cluster_params[attr]] = value
         pairs: dict[str, list[str]] = {}
         for name, system in self.cfg.systems.items():
             for attr, value in system.attrs.items():
-                if attr in SYSTEM_PARAMS and isinstance(value, str) and value:
-                    pairs.setdefault(SYSTEM_PARAMS[attr], []).append(f"{name}={value}")
+                if attr in self.system_params and isinstance(value, str) and value:
+                    pairs.setdefault(self.system_params[attr], []).append(f"{name}={value}")
         for param, items in pairs.items():
             out[param] = " ".join(items)
         return out
@@ -254,14 +260,14 @@ class _Exporter:
     def report_objects(self) -> None:
         if self.cfg.cluster is not None:
             for attr, value in self.cfg.cluster.attrs.items():
-                if attr not in CLUSTER_PARAMS:
+                if attr not in self.cluster_params:
                     self.out.not_exported(
                         f"cluster {self.cfg.cluster.name}: {attr} = {_fmt(value)} "
                         "(cluster-wide settings are Pacemaker's and corosync's own)"
                     )
         for name, system in self.cfg.systems.items():
             for attr, value in system.attrs.items():
-                if attr in SYSTEM_PARAMS:
+                if attr in self.system_params:
                     if any(" " in v for v in ([value] if isinstance(value, str) else [])):
                         self.out.not_exported(
                             f"system {name}: {attr} = {_fmt(value)} (a value with spaces "
@@ -273,17 +279,19 @@ class _Exporter:
                     "node attributes or utilization may stand in)"
                 )
 
-    def guest_params(self, block: Block, shared: dict[str, str]) -> list[ParamSet]:
+    def resource_params(self, block: Block, shared: dict[str, str]) -> list[ParamSet]:
+        side = self.sides[block.kind]
+        attrs = self.attrs(block)
         base = dict(shared)
-        base.update(flatten_attrs(block.attrs))
+        base.update(flatten(block.attrs, side.params))
         sets = [ParamSet(base, 1)]
         for system in sorted({s for per in block.local.values() for s in per}):
             local: dict[str, Value] = {}
             for attr, per in block.local.items():
-                if system not in per or attr not in self.attrs or self.attrs[attr].static:
+                if system not in per or attr not in attrs or attrs[attr].static:
                     continue
                 value = per[system]
-                default = self.attrs[attr].default
+                default = attrs[attr].default
                 if isinstance(value, dict) and isinstance(default, dict):
                     # A local association replaces the resource's whole value: every key it
                     # leaves out takes the type's default on that system. The keys whose
@@ -293,7 +301,7 @@ class _Exporter:
                     full = {**default, **value}
                     value = {k: v for k, v in full.items() if base.get(k) != v}
                 local[attr] = value
-            values = flatten_attrs(local)
+            values = flatten(local, side.params)
             if values:
                 sets.append(ParamSet(values, 2, system))
         return sets
@@ -328,8 +336,9 @@ class _Exporter:
         return ops
 
     def report_resource(self, block: Block) -> None:
-        for name in sorted(self.attrs):
-            adef = self.attrs[name]
+        attrs = self.attrs(block)
+        for name in sorted(attrs):
+            adef = attrs[name]
             if not adef.static or name in MAPPED_STATICS or not self.differs(block, name):
                 continue
             why = WHY_STATIC.get(name, "no Pacemaker equivalent")
@@ -337,10 +346,10 @@ class _Exporter:
                 f"resource {block.name}: {name} = {_fmt(self.static(block, name))} ({why})"
             )
         for name in sorted(block.attrs.keys() | block.local.keys()):
-            if name not in self.attrs:
+            if name not in attrs:
                 self.out.not_exported(f"resource {block.name}: unknown attribute {name}")
         for attr, per in block.local.items():
-            local_def = self.attrs.get(attr)
+            local_def = attrs.get(attr)
             if local_def is not None and local_def.static:
                 for system in per:
                     self.out.not_exported(f"resource {block.name}: {attr}@{system}")
@@ -354,9 +363,10 @@ class _Exporter:
         self.report_resource(block)
         return Primitive(
             id=self.new_id(block.name),
-            params=self.guest_params(block, shared),
+            params=self.resource_params(block, shared),
             meta=meta,
             ops=self.ops(block, migrate, on_fail),
+            kind=block.kind,
         )
 
     # -- groups --------------------------------------------------------------------
@@ -381,13 +391,13 @@ class _Exporter:
 
     def group(self, gname: str, gblock: Block | None, shared: dict[str, str]) -> None:
         blocks = [b for b in self.cfg.resources.values() if b.group == gname]
-        guests = [b for b in blocks if b.kind == KVMGUEST]
+        guests = [b for b in blocks if b.kind in self.sides]
         exported = {b.name for b in guests}
         for b in blocks:
-            if b.kind != KVMGUEST:
+            if b.kind not in self.sides:
                 self.out.not_exported(
-                    f"resource {b.name} of type {b.kind} in group {gname} (kvmguest exports "
-                    "KVMGuest resources; give it its own Pacemaker agent)"
+                    f"resource {b.name} of type {b.kind} in group {gname} (kvmguest has no "
+                    "Pacemaker agent for that type; give it its own Pacemaker agent)"
                 )
         for link in self.cfg.links:
             if link.parent in exported and link.child not in exported:
@@ -479,7 +489,7 @@ class _Exporter:
             what = f"requires group {gl.child_group} {' '.join(gl.words)} (in group {gl.group})"
             parent, child = self.out.top.get(gl.group), self.out.top.get(gl.child_group)
             if parent is None or child is None:
-                self.out.not_exported(f"{what}: a group without KVMGuest resources")
+                self.out.not_exported(f"{what}: a group without exported resources")
                 continue
             words = set(gl.words)
             category = next((w for w in ("online", "offline") if w in words), "online")
@@ -566,7 +576,7 @@ def render_crm(e: Export) -> str:
         "#   crm configure load update FILE",
     ]
     for p in e.primitives:
-        body = [f"primitive {p.id} {':'.join(AGENT)}"]
+        body = [f"primitive {p.id} {':'.join((*PROVIDER, p.kind))}"]
         body += [_crm_params(ps) for ps in p.params]
         if p.meta:
             body.append("meta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in p.meta.items()))
@@ -603,7 +613,7 @@ def _nv(owner: str, values: dict[str, str]) -> list[str]:
 
 
 def _xml_primitive(p: Primitive, indent: str) -> list[str]:
-    cls, provider, kind = AGENT
+    cls, provider, kind = (*PROVIDER, p.kind)
     out = [f'{indent}<primitive id="{p.id}" class="{cls}" provider="{provider}" type="{kind}">']
     i2, i3 = indent + "  ", indent + "    "
     for ps in p.params:

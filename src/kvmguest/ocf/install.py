@@ -1,5 +1,5 @@
-"""Installing the resource agent: a small shell wrapper at
-``/usr/lib/ocf/resource.d/kvmguest/KVMGuest``.
+"""Installing the resource agents: one small shell wrapper per agent with a Pacemaker
+side, at ``/usr/lib/ocf/resource.d/kvmguest/<type>``.
 
 ``meta-data`` prints XML written into the wrapper at install time: Pacemaker's controller
 runs it as user hacluster, who often cannot run the Python kvmguest is installed in (a
@@ -16,9 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from kvmguest.agents import registry
 from kvmguest.ocf.metadata import render, version
 
-AGENT_PATH = Path("/usr/lib/ocf/resource.d/kvmguest/KVMGuest")
+OCF_DIR = Path("/usr/lib/ocf/resource.d/kvmguest")
 _EOF = "__KVMGUEST_METADATA_END__"
 
 
@@ -26,19 +27,25 @@ class InstallError(Exception):
     """The agent cannot be installed (message says why)."""
 
 
-def launch_code(paths: list[str]) -> str:
+def launch_code(paths: list[str], type_name: str) -> str:
     """The Python that the wrapper runs, without ``site``, with ``paths`` on sys.path."""
-    return f"import sys; sys.path += {json.dumps(paths)}; from kvmguest.ocf.main import run; run()"
+    return (
+        f"import sys; sys.path += {json.dumps(paths)}; "
+        f"from kvmguest.ocf.main import run; run({type_name!r})"
+    )
 
 
-def wrapper(python: str, metadata_xml: str, paths: list[str] | None = None) -> str:
+def wrapper(python: str, metadata_xml: str, type_name: str, paths: list[str] | None = None) -> str:
     if _EOF in metadata_xml:
         raise InstallError("the meta-data holds the here-document delimiter")
     # -S: no site (its .pth processing costs every monitor ~2 ms; the agent runs it itself
     # when it needs more than the lean path); -c: no runpy (~3 ms).
-    run = f"-S -P -c {shlex.quote(launch_code(paths))}" if paths else "-P -m kvmguest.ocf"
+    if paths:
+        run = f"-S -P -c {shlex.quote(launch_code(paths, type_name))}"
+    else:
+        run = "-P -m kvmguest.ocf"
     return f"""#!/bin/sh
-# ocf:kvmguest:KVMGuest -- written by `kvmguest ocf install` (kvmguest {version()}).
+# ocf:kvmguest:{type_name} -- written by `kvmguest ocf install` (kvmguest {version()}).
 # meta-data is answered here, from XML written at install time: Pacemaker's controller runs
 # it as user hacluster, who may not be able to run the Python below. Every other action
 # runs the agent in that Python. Reinstall after upgrading kvmguest.
@@ -56,26 +63,45 @@ reinstall the agent with: kvmguest ocf install" >&2
     exit 5
 fi
 # -P: the working directory (Pacemaker's cores directory) is not put on sys.path.
-exec "$KVMGUEST_PYTHON" {run} "$@"
+OCF_RESOURCE_TYPE={shlex.quote(type_name)} exec "$KVMGUEST_PYTHON" {run} "$@"
 """
 
 
-# Run in the target interpreter: byte-compile kvmguest (a monitor that compiles its modules
-# from source on every run costs ~15 ms more: PYTHONDONTWRITEBYTECODE, or a directory the
-# agent cannot write, keeps Python from caching them itself), import the agent, and print
-# where kvmguest and libvirt are (the wrapper puts them on sys.path itself).
+def import_paths() -> list[str]:
+    """Run in the target interpreter: byte-compile kvmguest (a monitor that compiles its
+    modules from source on every run costs ~15 ms more: PYTHONDONTWRITEBYTECODE, or a
+    directory the agent cannot write, keeps Python from caching them itself), import every
+    OCF agent and its drivers, and return where kvmguest and the drivers are (the wrapper
+    puts them on sys.path itself)."""
+    import compileall
+    import importlib
+
+    import kvmguest
+
+    here = os.path.dirname(kvmguest.__file__)
+    compileall.compile_dir(here, quiet=2)
+    paths = {os.path.dirname(here)}
+    for agent in registry.ocf_agents():
+        side = agent.ocf()
+        for name in side.imports if side is not None else ():
+            module = importlib.import_module(name)
+            top = importlib.import_module(name.split(".")[0])
+            if top.__name__ == "kvmguest" or module.__file__ is None or top.__file__ is None:
+                continue
+            # A package's directory is its parent's entry on sys.path; a module's, its own.
+            is_pkg = os.path.basename(top.__file__) == "__init__.py"
+            paths.add(os.path.dirname(os.path.dirname(top.__file__) if is_pkg else top.__file__))
+    return sorted(paths)
+
+
 _CHECK = (
-    "import compileall, json, os, kvmguest, libvirt; "
-    "compileall.compile_dir(os.path.dirname(kvmguest.__file__), quiet=2); "
-    "import kvmguest.ocf.agent, kvmguest.ocf.fastmon; "
-    "print(json.dumps(sorted({os.path.dirname(os.path.dirname(kvmguest.__file__)), "
-    "os.path.dirname(libvirt.__file__)})))"
+    "import json; from kvmguest.ocf.install import import_paths; print(json.dumps(import_paths()))"
 )
 
 
 def check_python(python: str) -> list[str]:
-    """The interpreter must import the agent (and libvirt) as root will run it; returns
-    the directories kvmguest and libvirt are imported from."""
+    """The interpreter must import the agents (and their drivers) as root will run them;
+    returns the directories kvmguest and the drivers are imported from."""
     if not os.access(python, os.X_OK):
         raise InstallError(f"{python} is not an executable")
     try:
@@ -95,27 +121,39 @@ def check_python(python: str) -> list[str]:
     return paths
 
 
-def install(python: str | None = None, dest: Path = AGENT_PATH, *, check: bool = True) -> Path:
-    """Write the wrapper (mode 0755) atomically; returns its path."""
+def install(
+    python: str | None = None, dest_dir: Path = OCF_DIR, *, check: bool = True
+) -> list[Path]:
+    """Write every OCF agent's wrapper (mode 0755) atomically; returns their paths."""
     interpreter = python or sys.executable
     paths = check_python(interpreter) if check else None
-    text = wrapper(interpreter, render(), paths)
-    dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".KVMGuest.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    written = []
+    for agent in registry.ocf_agents():
+        name = agent.type_name
+        text = wrapper(interpreter, render(type_name=name), name, paths)
+        dest = dest_dir / name
+        dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(dest)
+    return written
 
 
-def uninstall(dest: Path = AGENT_PATH) -> bool:
-    try:
-        dest.unlink()
-    except FileNotFoundError:
-        return False
-    return True
+def uninstall(dest_dir: Path = OCF_DIR) -> list[Path]:
+    """Remove every OCF agent's wrapper; returns those that were there."""
+    removed = []
+    for agent in registry.ocf_agents():
+        dest = dest_dir / agent.type_name
+        try:
+            dest.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(dest)
+    return removed

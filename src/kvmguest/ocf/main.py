@@ -1,12 +1,13 @@
-"""The OCF resource agent's entry: ``python -m kvmguest.ocf ACTION``, or what the installed
+"""The OCF resource agents' entry: ``python -m kvmguest.ocf ACTION``, or what an installed
 shell wrapper runs for every action but meta-data (:func:`run`).
 
-The imports are deferred and chosen per action: a monitor whose parameters describe a KVM
-guest takes the lean path (:mod:`kvmguest.ocf.fastmon`), which imports libvirt and the state
-table only; everything else loads the entry points and the configuration model. The wrapper
-runs Python without ``site`` (``-S``: its .pth processing costs the monitor ~2 ms) and puts
-kvmguest's and libvirt's directories on sys.path itself; the full path runs ``site`` first,
-for whatever else the installation's .pth files set up.
+The type comes from the wrapper (``run(TYPE)``), else from ``OCF_RESOURCE_TYPE``, else it is
+the only agent with a Pacemaker side; its agent is found through the registry. The imports
+are deferred and chosen per action: a monitor the agent can answer on its lean path (for
+KVMGuest: libvirt and the state table only) never loads the configuration model; everything
+else does. The wrapper runs Python without ``site`` (``-S``: its .pth processing costs the
+monitor ~2 ms) and puts kvmguest's and its drivers' directories on sys.path itself; the full
+path runs ``site`` first, for whatever else the installation's .pth files set up.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the lean monitor path
+if TYPE_CHECKING:
+    from kvmguest.agents.ocf_interface import OcfSide
+
 USAGE = (
-    "usage: KVMGuest {start|stop|monitor|migrate_to|migrate_from|validate-all|meta-data|"
-    "reload|reload-agent|usage}"
+    "usage: {type} {{start|stop|monitor|migrate_to|migrate_from|validate-all|meta-data|"
+    "reload|reload-agent|usage}}"
 )
-# OCF exit codes used before kvmguest.ocf.codes is imported.
+# OCF exit codes used before kvmguest.agents.ocf_interface is imported.
 _SUCCESS, _ERR_GENERIC, _ERR_ARGS, _ERR_UNIMPLEMENTED, _ERR_INSTALLED = 0, 1, 2, 3, 5
 _KNOWN = {
     "start",
@@ -34,24 +39,46 @@ _KNOWN = {
 }
 
 
-def _act(action: str, environ: Mapping[str, str]) -> tuple[int, str]:
-    from kvmguest.ocf.codes import OcfError
+def _type_label(type_name: str | None, environ: Mapping[str, str]) -> str:
+    name = type_name or environ.get("OCF_RESOURCE_TYPE")
+    if name:
+        return name
+    from kvmguest.agents import registry
 
     try:
-        from kvmguest.ocf.params import from_environ
+        return registry.default_ocf_agent().type_name
+    except KeyError:
+        return "TYPE"
 
-        env = from_environ(environ)
+
+def _side(type_name: str | None, environ: Mapping[str, str]) -> OcfSide:
+    from kvmguest.agents import registry
+    from kvmguest.agents.ocf_interface import Ocf, OcfError
+
+    name = type_name or environ.get("OCF_RESOURCE_TYPE")
+    try:
+        agent = registry.require(name) if name else registry.default_ocf_agent()
+    except KeyError as e:
+        raise OcfError(Ocf.ERR_CONFIGURED, str(e.args[0])) from None
+    side = agent.ocf()
+    if side is None:
+        raise OcfError(Ocf.ERR_CONFIGURED, f"type {agent.type_name} has no OCF agent")
+    return side
+
+
+def _act(action: str, environ: Mapping[str, str], type_name: str | None) -> tuple[int, str]:
+    from kvmguest.agents.ocf_interface import OcfError
+
+    try:
+        side = _side(type_name, environ)
+        env = side.from_environ(environ)
         if action in ("monitor", "status"):
-            from kvmguest.ocf import fastmon
-
-            if fastmon.applies(env):
-                code, message = fastmon.monitor(env)
-                return int(code), message
+            lean = side.lean_monitor(env)
+            if lean is not None:
+                return int(lean[0]), lean[1]
         _full_python()
         _setup_logging(environ)
-        from kvmguest.ocf.agent import run
-
-        code, message = run(action, env)
+        code, message = side.run(action, env)
         return int(code), message
     except OcfError as e:
         return int(e.code), str(e)
@@ -84,26 +111,31 @@ def _setup_logging(environ: Mapping[str, str]) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    type_name: str | None = None,
+) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if environ is None else environ
+    usage = USAGE.format(type=_type_label(type_name, env))
     if len(args) != 1:
-        sys.stderr.write(USAGE + "\n")
+        sys.stderr.write(usage + "\n")
         return _ERR_ARGS
     action = args[0]
     if action in ("usage", "help", "--help"):
-        sys.stdout.write(USAGE + "\n")
+        sys.stdout.write(usage + "\n")
         return _SUCCESS
     if action == "meta-data":
         from kvmguest.ocf.metadata import render
 
-        sys.stdout.write(render())
+        sys.stdout.write(render(type_name=_type_label(type_name, env)))
         return _SUCCESS
     if action not in _KNOWN:
         # notify, promote, demote (not a promotable resource) and anything unknown.
-        sys.stderr.write(f"kvmguest: action {action!r} is not implemented\n{USAGE}\n")
+        sys.stderr.write(f"kvmguest: action {action!r} is not implemented\n{usage}\n")
         return _ERR_UNIMPLEMENTED
-    code, message = _act(action, env)
+    code, message = _act(action, env, type_name)
     if code == _SUCCESS:
         if action not in ("monitor", "status") and message:
             sys.stdout.write(f"kvmguest: {action}: {message}\n")
@@ -115,9 +147,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return code
 
 
-def run() -> None:
-    """Run the action named in ``sys.argv`` and exit with its OCF code."""
-    rc = main()
+def run(type_name: str | None = None) -> None:
+    """Run the action named in ``sys.argv`` for ``type_name`` and exit with its OCF code."""
+    rc = main(type_name=type_name)
     sys.stdout.flush()
     sys.stderr.flush()
     # At once: a libvirt call abandoned past its deadline may still hold a worker thread.

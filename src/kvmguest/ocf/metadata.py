@@ -1,5 +1,5 @@
-"""The agent's OCF meta-data: parameters from :mod:`kvmguest.ocf.params`, advertised
-timeouts from the KVMGuest type (OnlineTimeout -> start, OfflineTimeout -> stop,
+"""An OCF agent's meta-data: parameters and descriptions from the agent's OCF side,
+advertised timeouts from its type (OnlineTimeout -> start, OfflineTimeout -> stop,
 MonitorTimeout/MonitorInterval -> monitor, MigrateTimeout -> migrate_to/migrate_from).
 
 It validates against the OCF DTD that Debian ships (``ra-api-1.dtd``). That DTD predates
@@ -16,26 +16,10 @@ from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
 from xml.sax.saxutils import escape, quoteattr
 
-from kvmguest.model.types import KVMGUEST, builtin_types, effective_attrs
-from kvmguest.ocf.params import PARAMS
-
-LONGDESC = (
-    "Keeps a KVM guest (through libvirt) or a RHEV/oVirt VM (through the RHV-M REST API) "
-    "running on one node of the cluster: the KVMGuest agent of Veritas Cluster Server, "
-    "re-implemented by kvmguest, behind the OCF interface. Start defines the guest from its "
-    "XML file when needed and starts it; stop shuts it down gracefully and forces it off "
-    "after DelayAfterGuestOffline; migrate_to/migrate_from live-migrate it (set "
-    "allow-migrate=true). The guest is described either by the parameters below or by a "
-    "resource of a VCS main.cf (config + resource).\n\n"
-    "monitor never reports a guest whose QEMU process runs here as stopped: with libvirtd "
-    "down or restarting it answers 190 (degraded: running, libvirt unreachable), and stop "
-    "still stops the guest (it kills the QEMU through libvirt's pid file). "
-    "OCF_CHECK_LEVEL: 0 (default) reads the guest's state, plus the CEInfo heartbeat when "
-    "ce_enabled; 10 also checks that every disk and CD-ROM source of the guest is present "
-    "and readable on this node (DevScan). Exit codes and details: kvmguest's "
-    "docs/pacemaker.md."
-)
-SHORTDESC = "KVM guest or RHEV VM (kvmguest, the VCS KVMGuest agent)"
+from kvmguest.agents import registry
+from kvmguest.agents.loader import builtin_types
+from kvmguest.agents.ocf_interface import OcfSide
+from kvmguest.model.types import effective_attrs
 
 
 @dataclass(frozen=True)
@@ -49,8 +33,9 @@ class Timeouts:
     migrate: int
 
     @classmethod
-    def from_type(cls) -> Timeouts:
-        attrs = effective_attrs(builtin_types()[KVMGUEST])
+    def from_type(cls, type_name: str | None = None) -> Timeouts:
+        name = type_name or registry.default_ocf_agent().type_name
+        attrs = effective_attrs(builtin_types()[name])
 
         def value(name: str) -> int:
             default = attrs[name].default
@@ -73,18 +58,28 @@ def version() -> str:
         return "0"
 
 
-def render(timeouts: Timeouts | None = None) -> str:
-    t = timeouts or Timeouts.from_type()
+def _side(type_name: str) -> OcfSide:
+    side = registry.require(type_name).ocf()
+    if side is None:
+        raise KeyError(f"type {type_name} has no OCF agent")
+    return side
+
+
+def render(timeouts: Timeouts | None = None, type_name: str | None = None) -> str:
+    """The meta-data XML of ``type_name``'s agent (default: the only OCF agent)."""
+    name = type_name or registry.default_ocf_agent().type_name
+    side = _side(name)
+    t = timeouts or Timeouts.from_type(name)
     out = [
         '<?xml version="1.0"?>',
         '<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">',
-        f'<resource-agent name="KVMGuest" version={quoteattr(version())}>',
+        f"<resource-agent name={quoteattr(name)} version={quoteattr(version())}>",
         "<version>1.1</version>",
-        f'<longdesc lang="en">{escape(LONGDESC)}</longdesc>',
-        f'<shortdesc lang="en">{escape(SHORTDESC)}</shortdesc>',
+        f'<longdesc lang="en">{escape(side.longdesc)}</longdesc>',
+        f'<shortdesc lang="en">{escape(side.shortdesc)}</shortdesc>',
         "<parameters>",
     ]
-    for p in PARAMS:
+    for p in side.params:
         out += [
             f'<parameter name="{p.name}" unique="{int(p.unique)}" required="0">',
             f'<longdesc lang="en">{escape(p.longdesc)}</longdesc>',
@@ -99,8 +94,13 @@ def render(timeouts: Timeouts | None = None) -> str:
         f'<action name="stop" timeout="{t.stop}s"/>',
         f'<action name="monitor" timeout="{t.monitor}s" interval="{t.monitor_interval}s" '
         'depth="0"/>',
-        f'<action name="migrate_to" timeout="{t.migrate}s"/>',
-        f'<action name="migrate_from" timeout="{t.migrate}s"/>',
+    ]
+    if side.migrate:
+        out += [
+            f'<action name="migrate_to" timeout="{t.migrate}s"/>',
+            f'<action name="migrate_from" timeout="{t.migrate}s"/>',
+        ]
+    out += [
         '<action name="reload" timeout="30s"/>',
         '<action name="validate-all" timeout="30s"/>',
         '<action name="meta-data" timeout="5s"/>',

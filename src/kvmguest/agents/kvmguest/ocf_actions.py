@@ -1,4 +1,4 @@
-"""The OCF actions, on the same entry points as the VCS ones (kvmguest.agent.entrypoints).
+"""The OCF actions of ocf:kvmguest:KVMGuest, on the same entry points as the VCS ones.
 
 An action resolves the guest (from the OCF parameters, or from a main.cf resource with the
 parameters layered over it), bounds itself by Pacemaker's op timeout, runs the entry point
@@ -6,7 +6,7 @@ and maps its outcome to an OCF exit code (docs/pacemaker.md). The decisions that
 guest from being started twice or fenced for nothing live here:
 
 * monitor never answers "not running" for a guest whose QEMU process is alive on this
-  host, whatever libvirt says or fails to say (:func:`kvmguest.ocf.codes.monitor_code`);
+  host, whatever libvirt says or fails to say (:func:`kvmguest.agents.ocf_interface.monitor_code`);
 * stop shuts the guest down gracefully when libvirt answers, forces it off otherwise —
   through libvirt's pid file when libvirtd is down — and succeeds once no QEMU of the guest
   is left, so that a libvirtd outage never turns into a failed stop (and a fencing);
@@ -26,18 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvmguest.agent import entrypoints as ep
-from kvmguest.agent.params import Loaded, local_system
-from kvmguest.agent.runner import Env, context
-from kvmguest.deadline import Deadline
-from kvmguest.model.config import Block, Config
-from kvmguest.model.parser import load
-from kvmguest.model.states import ResourceState
-from kvmguest.model.types import KVMGUEST
-from kvmguest.model.validate import validate
-from kvmguest.ocf import fastmon, procs
-from kvmguest.ocf.codes import Ocf, OcfError, monitor_code
-from kvmguest.ocf.params import (
+from kvmguest.agents.base import Env, local_system
+from kvmguest.agents.kvmguest import entrypoints as ep
+from kvmguest.agents.kvmguest import fastmon, procs
+from kvmguest.agents.kvmguest.ocf_params import (
     ATTR_PARAMS,
     DEFAULT_URI,
     PARAMS,
@@ -46,6 +38,14 @@ from kvmguest.ocf.params import (
     system_pairs,
     template,
 )
+from kvmguest.agents.kvmguest.runner import context
+from kvmguest.agents.kvmguest.type_name import KVMGUEST
+from kvmguest.agents.loader import Loaded, validate
+from kvmguest.agents.ocf_interface import Ocf, OcfError, monitor_code
+from kvmguest.deadline import Deadline
+from kvmguest.model.config import Block, Config
+from kvmguest.model.parser import load
+from kvmguest.model.states import ResourceState
 
 log = logging.getLogger("kvmguest.ocf")
 
@@ -280,7 +280,7 @@ def _no_guest_here(uri: str) -> bool:
     if procs.is_local(uri):
         return not procs.qemu_processes()
     import libvirt
-    from kvmguest.hypervisors.libvirt_conn import bounded, open_connection
+    from kvmguest.agents.kvmguest.libvirt_conn import bounded, open_connection
 
     try:
         deadline = Deadline(10.0)

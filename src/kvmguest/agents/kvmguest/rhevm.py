@@ -8,7 +8,7 @@ seed's words), and clean never stops a VM that runs on another host. Without tha
 system of a failover group would report the VM ONLINE at once.
 
 Every RHV-M call is bounded by what is left of the entry point's deadline; the client
-(:mod:`kvmguest.hypervisors.rhevm_client`) holds the only copy of the clear password and
+(:mod:`kvmguest.agents.kvmguest.rhevm_client`) holds the only copy of the clear password and
 scrubs it from everything it says. Errors are told apart by the client's exception types
 (which it derives from HTTP status and curl codes), never by message text.
 
@@ -23,11 +23,9 @@ import time
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-from kvmguest.agent.params import GuestParams, Loaded, SystemInfo
-from kvmguest.deadline import Deadline
-from kvmguest.errors import AgentError, ConfigError, NotAllowed, Unreachable
-from kvmguest.hypervisors.base import Progress
-from kvmguest.hypervisors.rhevm_client import (
+from kvmguest.agents.kvmguest.hypervisor import Progress
+from kvmguest.agents.kvmguest.params import GuestParams
+from kvmguest.agents.kvmguest.rhevm_client import (
     HostInfo,
     RhevmAuthError,
     RhevmClient,
@@ -39,7 +37,10 @@ from kvmguest.hypervisors.rhevm_client import (
     RhevmUnreachable,
     VmInfo,
 )
+from kvmguest.deadline import Deadline
+from kvmguest.errors import AgentError, ConfigError, NotAllowed, Unreachable
 from kvmguest.model import states
+from kvmguest.model.resolver import Loaded, SystemInfo
 from kvmguest.model.states import MonitorResult, ResourceState
 
 log = logging.getLogger(__name__)

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from kvmguest.agent.params import GuestParams
+from kvmguest.agents.kvmguest.params import GuestParams
 from kvmguest.deadline import Deadline
 from kvmguest.errors import AgentError, ConfigError
 from kvmguest.guest.iso import build_iso
 from kvmguest.guest.payload import DrPayload, PayloadError, payload_from_dropts
 
-if TYPE_CHECKING:
-    from kvmguest.hypervisors.libvirt_kvm import LibvirtKVM
+
+class Definable(Protocol):
+    """The part of a libvirt driver that attaching the payload needs."""
+
+    def definition(self, guest: GuestParams, deadline: Deadline) -> str | None: ...
+
+    def redefine_xml(self, xml: str, deadline: Deadline) -> None: ...
 
 
 def build_payload(guest: GuestParams) -> DrPayload:
@@ -75,7 +80,7 @@ def with_cdrom(xml: str, iso: Path) -> str | None:
     return ET.tostring(root, encoding="unicode")
 
 
-def attach_dr_payload(hv: LibvirtKVM, guest: GuestParams, deadline: Deadline) -> list[str]:
+def attach_dr_payload(hv: Definable, guest: GuestParams, deadline: Deadline) -> list[str]:
     """Rebuild the payload image for this site and make sure the guest has it as a CD-ROM."""
     iso = write_image(guest)
     xml = hv.definition(guest, deadline)

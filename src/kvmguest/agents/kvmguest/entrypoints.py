@@ -10,41 +10,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from kvmguest.agent.params import GuestParams, Loaded, SystemInfo
-from kvmguest.agent.syncdir import write_definition
+from kvmguest.agents.base import ACTION_OUTPUT_LIMIT as ACTION_OUTPUT_LIMIT
+from kvmguest.agents.base import CLEAN_REASONS, Outcome, cap_output
+from kvmguest.agents.kvmguest.hypervisor import Hypervisor, Progress
+from kvmguest.agents.kvmguest.params import GuestParams
+from kvmguest.agents.kvmguest.syncdir import write_definition
 from kvmguest.deadline import Clock, Deadline, DeadlineExceeded
 from kvmguest.errors import AgentError, NotAllowed
-from kvmguest.hypervisors.base import Hypervisor, Progress
 from kvmguest.model import states
+from kvmguest.model.resolver import Loaded, SystemInfo
 from kvmguest.model.states import MonitorResult, ResourceState
 
 log = logging.getLogger("kvmguest.agent")
 
-ACTION_OUTPUT_LIMIT = 2048
-CLEAN_REASONS = {
-    0: "offline hung (the offline entry point did not finish in time)",
-    1: "offline ineffective (the guest was still running after offline)",
-    2: "online hung (the online entry point did not finish in time)",
-    3: "online ineffective (the guest did not come online)",
-    4: "unexpected offline (the guest went offline unexpectedly)",
-    5: "monitor hung (the monitor entry point kept timing out)",
-}
 # How often a wait re-reads the state even without a lifecycle event (safety net).
 POLL_SECONDS = 0.25
-
-
-@dataclass
-class Outcome:
-    ok: bool
-    message: str
-    warnings: list[str] = field(default_factory=list)
-    output: str = ""
-
-    def as_dict(self) -> dict[str, object]:
-        return {"ok": self.ok, "message": self.message, "warnings": self.warnings,
-                "output": self.output}  # fmt: skip
 
 
 @dataclass
@@ -232,11 +214,7 @@ def migrate(ctx: Context, target: str) -> Outcome:
 # --- actions -----------------------------------------------------------------------
 
 
-def _cap(text: str) -> str:
-    data = text.encode()
-    if len(data) <= ACTION_OUTPUT_LIMIT:
-        return text
-    return data[: ACTION_OUTPUT_LIMIT - 4].decode(errors="ignore") + "\n..."
+_cap = cap_output
 
 
 def action(ctx: Context, token: str, args: list[str]) -> Outcome:
@@ -269,3 +247,7 @@ def action(ctx: Context, token: str, args: list[str]) -> Outcome:
         return Outcome(True, f"all {len(ok)} device(s) present", output=_cap("\n".join(lines)))
     except (AgentError, DeadlineExceeded) as e:
         return Outcome(False, f"action {token} on {p.resource} failed: {e}")
+
+
+__all__ = ["CLEAN_REASONS", "Context", "Outcome", "action", "clean", "migrate", "monitor",
+           "offline", "online"]  # fmt: skip

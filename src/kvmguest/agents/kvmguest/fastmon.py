@@ -4,8 +4,8 @@ Pacemaker runs ``monitor`` every interval for every guest, each time in a new pr
 its cost is the product's steady load. This path imports libvirt, the pure state table,
 the deadline and the process check — not click, not lark, not the configuration model —
 and asks libvirt one question. It is the same state table and the same UNKNOWN rules as the
-full path (:func:`kvmguest.ocf.agent.monitor`, through ``kvmguest.agent.entrypoints``);
-the tests run both on the same domains and compare.
+full path (:func:`kvmguest.agents.kvmguest.ocf_actions.monitor`, through the entry
+points); the tests run both on the same domains and compare.
 
 Used when the parameters alone describe the guest: no ``config``, RHEVMInfo and CEInfo
 not enabled, OCF_CHECK_LEVEL below 10.
@@ -17,14 +17,14 @@ import contextlib
 from typing import Any
 
 import libvirt
+from kvmguest.agents.kvmguest import procs
+from kvmguest.agents.kvmguest.libvirt_conn import bounded, describe, error_code, open_connection
+from kvmguest.agents.kvmguest.ocf_params import OcfEnv
+from kvmguest.agents.ocf_interface import Ocf, OcfError, monitor_code
 from kvmguest.deadline import Deadline
 from kvmguest.errors import Unreachable
-from kvmguest.hypervisors.libvirt_conn import bounded, describe, error_code, open_connection
 from kvmguest.model import states
 from kvmguest.model.states import MonitorResult, ResourceState
-from kvmguest.ocf import procs
-from kvmguest.ocf.codes import Ocf, OcfError, monitor_code
-from kvmguest.ocf.params import OcfEnv
 
 # The KVMGuest type's MonitorTimeout (agent-framework default; a unit test keeps them equal):
 # the deadline of a monitor that Pacemaker gave no timeout (a manual run, ocf-tester).

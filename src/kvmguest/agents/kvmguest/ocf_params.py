@@ -13,58 +13,25 @@ Pure: no libvirt, no lark (the lean monitor path imports this module).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
 
-from kvmguest.ocf.codes import Ocf, OcfError
+from kvmguest.agents.ocf_interface import (
+    DEFAULT_RSCTMP,
+    Meta,
+    OcfParam,
+    attr_value,
+    flatten,
+    ocf_bool,
+    ocf_value,
+    read_environ,
+    system_pairs,
+    template,
+)
+from kvmguest.agents.ocf_interface import OcfEnv as _OcfEnv
+from kvmguest.agents.ocf_interface import param as _p
 
-RESKEY = "OCF_RESKEY_"
-META = "OCF_RESKEY_CRM_meta_"
-# Set by Pacemaker for every action; not a parameter of ours.
-IGNORED_RESKEYS = {"crm_feature_set"}
 DEFAULT_URI = "qemu:///system"
 # The template every system's libvirt URI is built from unless a system has its own.
 DEFAULT_URI_TEMPLATE = "qemu+ssh://{system}/system"
-DEFAULT_RSCTMP = "/run/resource-agents"
-
-
-class OcfParam(NamedTuple):
-    name: str
-    kind: str  # the OCF content type: string, integer or boolean
-    default: str
-    shortdesc: str
-    longdesc: str
-    attr: str | None = None  # the KVMGuest attribute (VCS name) it sets
-    key: str | None = None  # ... and the key, for an association
-    cluster_attr: str | None = None  # or a cluster attribute
-    system_attr: str | None = None  # or a system attribute, as "SYSTEM=VALUE ..." pairs
-    unique: bool = False
-
-    @property
-    def vcs_name(self) -> str:
-        if self.attr:
-            return f"{self.attr}.{self.key}" if self.key else self.attr
-        if self.cluster_attr:
-            return f"cluster {self.cluster_attr}"
-        if self.system_attr:
-            return f"system {self.system_attr}"
-        return ""
-
-
-def _p(
-    name: str,
-    kind: str,
-    default: str,
-    short: str,
-    long: str,
-    *,
-    attr: str | None = None,
-    key: str | None = None,
-    cluster_attr: str | None = None,
-    system_attr: str | None = None,
-    unique: bool = False,
-) -> OcfParam:
-    return OcfParam(name, kind, default, short, long, attr, key, cluster_attr, system_attr, unique)
-
 
 _SYSTEMS_FORMAT = (
     " Written as SYSTEM=VALUE pairs separated by spaces; a system is a Pacemaker node name."
@@ -197,151 +164,26 @@ BY_NAME: dict[str, OcfParam] = {p.name: p for p in PARAMS}
 # The parameters that describe the guest itself (not where its definition is).
 ATTR_PARAMS: tuple[OcfParam, ...] = tuple(p for p in PARAMS if p.attr)
 
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n", ""}
+# The agent's OCF vocabulary, from one place for its modules and its tests.
+__all__ = [
+    "ATTR_PARAMS", "BY_NAME", "DEFAULT_RSCTMP", "DEFAULT_URI", "DEFAULT_URI_TEMPLATE", "PARAMS",
+    "Meta", "OcfEnv", "OcfParam", "attr_value", "flatten_attrs", "from_environ", "ocf_bool",
+    "ocf_value", "system_pairs", "template",
+]  # fmt: skip
 
 
-def ocf_bool(value: str) -> bool | None:
-    """Pacemaker's spellings of a boolean; None when ``value`` is none of them."""
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    return None
+class OcfEnv(_OcfEnv):
+    """One invocation of ocf:kvmguest:KVMGuest."""
 
-
-class Meta(NamedTuple):
-    """What Pacemaker says about the action (``OCF_RESKEY_CRM_meta_*``)."""
-
-    timeout_ms: int | None = None
-    interval_ms: int = 0
-    on_node: str | None = None
-    migrate_source: str | None = None
-    migrate_target: str | None = None
-
-    @property
-    def probe(self) -> bool:
-        return self.interval_ms == 0
-
-
-class OcfEnv:
-    """The parameters, meta values and check level of one agent invocation."""
-
-    # A plain class, not a dataclass: the monitor path must not pay for importing dataclasses.
-    __slots__ = ("check_level", "instance", "meta", "params", "rsctmp")
-
-    def __init__(
-        self,
-        params: dict[str, str],
-        meta: Meta,
-        instance: str,
-        check_level: int = 0,
-        rsctmp: str = DEFAULT_RSCTMP,
-    ) -> None:
-        self.params = params
-        self.meta = meta
-        self.instance = instance
-        self.check_level = check_level
-        # The resource agents' volatile state directory (tmpfs: emptied by a reboot).
-        self.rsctmp = rsctmp
-
-    def get(self, name: str) -> str:
-        """The parameter's value, or its default."""
-        value = self.params.get(name)
-        return value if value is not None else BY_NAME[name].default
-
-    def given(self, name: str) -> bool:
-        return name in self.params
-
-    @property
-    def config_mode(self) -> bool:
-        return bool(self.params.get("config") or self.params.get("resource"))
-
-    def flag(self, name: str) -> bool:
-        value = ocf_bool(self.get(name))
-        if value is None:
-            raise OcfError(Ocf.ERR_CONFIGURED, f"{name} must be a boolean, not {self.get(name)!r}")
-        return value
-
-
-def _int_env(environ: Mapping[str, str], name: str) -> int | None:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise OcfError(Ocf.ERR_ARGS, f"{name} must be an integer, not {raw!r}") from None
+    __slots__ = ()
+    table = BY_NAME
 
 
 def from_environ(environ: Mapping[str, str]) -> OcfEnv:
     """Read one invocation's environment. Raises OcfError for unknown or malformed input."""
-    params: dict[str, str] = {}
-    for key, value in environ.items():
-        if not key.startswith(RESKEY) or key.startswith(META):
-            continue
-        name = key[len(RESKEY) :]
-        if name in IGNORED_RESKEYS:
-            continue
-        if name not in BY_NAME:
-            import difflib  # only on this error path: the monitor path stays lean
-
-            close = difflib.get_close_matches(name, list(BY_NAME), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            # A misspelt parameter that is silently ignored changes what the agent does.
-            raise OcfError(Ocf.ERR_CONFIGURED, f"unknown parameter {name!r}{hint}")
-        params[name] = value
-    level = _int_env(environ, "OCF_CHECK_LEVEL") or 0
-    meta = Meta(
-        timeout_ms=_int_env(environ, META + "timeout"),
-        interval_ms=_int_env(environ, META + "interval") or 0,
-        on_node=environ.get(META + "on_node") or None,
-        migrate_source=environ.get(META + "migrate_source") or None,
-        migrate_target=environ.get(META + "migrate_target") or None,
-    )
-    instance = environ.get("OCF_RESOURCE_INSTANCE") or "KVMGuest"
-    rsctmp = environ.get("HA_RSCTMP") or DEFAULT_RSCTMP
-    return OcfEnv(params, meta, instance, check_level=level, rsctmp=rsctmp)
-
-
-def system_pairs(name: str, value: str) -> dict[str, str]:
-    """``"node1=a node2=b"`` -> ``{"node1": "a", "node2": "b"}``."""
-    out: dict[str, str] = {}
-    for item in value.split():
-        system, sep, val = item.partition("=")
-        if not sep or not system:
-            raise OcfError(Ocf.ERR_CONFIGURED, f"{name}: {item!r} is not SYSTEM=VALUE")
-        out[system] = val
-    return out
-
-
-def template(value: str) -> str:
-    """VirtualDomain's ``%n`` spelling of the node name, as our ``{system}``."""
-    return value.replace("%n", "{system}")
-
-
-def attr_value(param: OcfParam, value: str) -> str:
-    """An OCF value as the configuration language writes it (booleans 0/1, NONE unset)."""
-    if param.kind == "boolean":
-        b = ocf_bool(value)
-        if b is None:
-            raise OcfError(
-                Ocf.ERR_CONFIGURED, f"{param.name} must be a boolean (true/false), not {value!r}"
-            )
-        return "1" if b else "0"
-    if param.key and value == "":
-        return "NONE"
-    return value
-
-
-def ocf_value(param: OcfParam, raw: str) -> str:
-    """A configuration-language value as an OCF parameter value (the inverse)."""
-    if param.kind == "boolean":
-        return "true" if raw == "1" else "false"
-    if param.key and raw == "NONE":
-        return ""
-    return raw
+    env = read_environ(environ, OcfEnv, "KVMGuest")
+    assert isinstance(env, OcfEnv)
+    return env
 
 
 def flatten_attrs(attrs: Mapping[str, object]) -> dict[str, str]:
@@ -350,15 +192,4 @@ def flatten_attrs(attrs: Mapping[str, object]) -> dict[str, str]:
     Only what ``attrs`` holds is returned; an association gives one parameter per key it
     holds. Statics and unknown attributes are left out (the caller reports them).
     """
-    out: dict[str, str] = {}
-    for p in ATTR_PARAMS:
-        assert p.attr is not None
-        raw = attrs.get(p.attr)
-        if raw is None:
-            continue
-        if p.key is None:
-            if isinstance(raw, str):
-                out[p.name] = ocf_value(p, raw)
-        elif isinstance(raw, dict) and p.key in raw:
-            out[p.name] = ocf_value(p, str(raw[p.key]))
-    return out
+    return flatten(attrs, ATTR_PARAMS)

@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-from kvmguest.agent.params import GuestParams, SystemInfo
-from kvmguest.deadline import Deadline
-from kvmguest.errors import AgentError, ConfigError, Unreachable
-from kvmguest.hypervisors.base import Progress
-from kvmguest.hypervisors.libvirt_conn import (
+from kvmguest.agents.kvmguest.hypervisor import Progress
+from kvmguest.agents.kvmguest.libvirt_conn import (
     agent_error,
     bounded,
     describe,
@@ -25,7 +22,11 @@ from kvmguest.hypervisors.libvirt_conn import (
     open_connection,
     use_default_event_loop,
 )
+from kvmguest.agents.kvmguest.params import GuestParams
+from kvmguest.deadline import Deadline
+from kvmguest.errors import AgentError, ConfigError, Unreachable
 from kvmguest.model import states
+from kvmguest.model.resolver import SystemInfo
 from kvmguest.model.states import MonitorResult
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class LibvirtKVM:
                 f"{name} is not defined on this host and GuestConfigFilePath is not set"
             )
         if guest.dr_enabled:
-            from kvmguest.agent.dr import attach_dr_payload
+            from kvmguest.agents.kvmguest.dr import attach_dr_payload
 
             notes += attach_dr_payload(self, guest, deadline)
         return notes

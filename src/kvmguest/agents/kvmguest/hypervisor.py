@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from kvmguest.agent.params import GuestParams, SystemInfo
+from kvmguest.agents.kvmguest.params import GuestParams
 from kvmguest.deadline import Deadline
+from kvmguest.model.resolver import SystemInfo
 from kvmguest.model.states import MonitorResult
 
 Progress = Callable[[str], None]

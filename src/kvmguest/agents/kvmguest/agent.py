@@ -1,0 +1,68 @@
+"""The KVMGuest agent as the registry knows it. Cheap to import: every method imports what
+it needs when it is called (the OCF monitor of every interval comes through here)."""
+
+from __future__ import annotations
+
+from kvmguest.agents.kvmguest.type_name import KVMGUEST
+from kvmguest.agents.registry import Agent
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the lean monitor path
+if TYPE_CHECKING:
+    import asyncio
+
+    from kvmguest.agents.base import Env
+    from kvmguest.agents.kvmguest.runtime import KvmRuntime
+    from kvmguest.agents.ocf_interface import OcfSide
+    from kvmguest.model.attributes import AttrDef
+    from kvmguest.model.config import Block, Config, Diagnostic
+    from kvmguest.model.resolver import Loaded
+
+
+class KVMGuestAgent(Agent):
+    type_name = KVMGUEST
+
+    def type_text(self) -> str:
+        from importlib import resources
+
+        return resources.files(__package__).joinpath("kvmguest.cf").read_text()
+
+    def check(self, cfg: Config, block: Block, attrs: dict[str, AttrDef]) -> list[Diagnostic]:
+        from kvmguest.agents.kvmguest.checks import check
+
+        return check(cfg, block, attrs)
+
+    def runtime(self, env: Env, *, shared: bool = False) -> KvmRuntime:
+        from kvmguest.agents.kvmguest.runtime import KvmRuntime
+
+        return KvmRuntime(env, shared=shared)
+
+    def prepare_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        from kvmguest.agents.kvmguest.events import register_event_impl
+
+        register_event_impl(loop)
+
+    def ocf(self) -> OcfSide:
+        from kvmguest.agents.kvmguest.ocf_side import SIDE
+
+        return SIDE
+
+    def demo(self, workdir: str | None) -> int:
+        from kvmguest.agents.kvmguest.demo import run_demo
+
+        return run_demo(workdir)
+
+    def dr_payload(self, loaded: Loaded, resource: str, system: str | None, path: str) -> str:
+        from pathlib import Path
+
+        from kvmguest.agents.kvmguest.dr import write_image
+        from kvmguest.agents.kvmguest.params import guest_params
+        from kvmguest.guest.iso import read_iso
+        from kvmguest.guest.payload import to_json
+
+        written = write_image(guest_params(loaded, resource, system), Path(path))
+        return to_json(read_iso(written)).strip()  # read back: what the guest will see
+
+
+AGENT = KVMGuestAgent()
+
+__all__ = ["AGENT", "KVMGUEST", "KVMGuestAgent"]

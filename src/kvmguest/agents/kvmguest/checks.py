@@ -1,0 +1,100 @@
+"""The KVMGuest agent's validate hook: the checks of a resource beyond its attributes'
+types (GuestName, RHEVMInfo, CEInfo, DROpts), each with its position."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from kvmguest.model.attributes import AttrDef
+from kvmguest.model.config import Block, Config, Diagnostic
+
+# Checks of one attribute's whole value, for the attributes whose meaning we know beyond
+# their type: (attribute) -> function(value as association) -> list of messages.
+AssocCheck = Callable[[dict[str, str]], list[str]]
+
+
+def check_rhevminfo(info: dict[str, str]) -> list[str]:
+    if info.get("Enabled", "0") != "1":
+        return []
+    errors: list[str] = []
+    url = info.get("URL", "NONE")
+    parts = urlsplit(url) if url not in ("", "NONE") else None
+    if parts is None:
+        errors.append("RHEVMInfo.URL is required when RHEVMInfo.Enabled = 1")
+    elif parts.scheme != "https":
+        errors.append(
+            f"RHEVMInfo.URL must be https:// (the RHV-M API is only spoken over TLS), not {url!r}"
+        )
+    elif not parts.hostname:
+        errors.append(f"RHEVMInfo.URL {url!r} has no host name")
+    for key in ("User", "Password", "Cluster"):
+        if info.get(key, "NONE") in ("", "NONE"):
+            errors.append(f"RHEVMInfo.{key} is required when RHEVMInfo.Enabled = 1")
+    return errors
+
+
+def check_ceinfo(info: dict[str, str]) -> list[str]:
+    if info.get("Enabled", "0") != "1":
+        return []
+    if info.get("CESystem", "NONE") in ("", "NONE"):
+        return ["CEInfo.CESystem is required when CEInfo.Enabled = 1"]
+    return []
+
+
+def check_dropts(opts: dict[str, str]) -> list[str]:
+    try:
+        from kvmguest.guest.payload import validate_dropts
+    except ImportError:  # the guest package is optional in a trimmed install
+        return []
+    return validate_dropts(opts)
+
+
+ASSOC_CHECKS: dict[str, AssocCheck] = {
+    "RHEVMInfo": check_rhevminfo,
+    "CEInfo": check_ceinfo,
+    "DROpts": check_dropts,
+}
+BOOLEAN_KEYS = {
+    "RHEVMInfo": ("Enabled", "UseManualRHEVMFencing"),
+    "CEInfo": ("Enabled", "FaultOnHBLoss"),
+    "DROpts": ("ConfigureNetwork",),
+}
+
+
+def _systems_of(cfg: Config, block: Block) -> list[str]:
+    group = cfg.groups.get(block.group or "")
+    sl = group.attrs.get("SystemList") if group else None
+    return list(sl) if isinstance(sl, dict) else list(cfg.systems)
+
+
+def check(cfg: Config, block: Block, attrs: dict[str, AttrDef]) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for attr, keys in BOOLEAN_KEYS.items():
+        values = [("", block.attrs.get(attr))]
+        values += [(f"{attr}@{s}: ", v) for s, v in block.local.get(attr, {}).items()]
+        for where, value in values:
+            if not isinstance(value, dict):
+                continue
+            for key in keys:
+                if key in value and value[key] not in ("0", "1"):
+                    out.append(Diagnostic(
+                        block.position(attr),
+                        f"{where}{attr}.{key} must be 0 or 1, not {value[key]!r}",
+                    ))  # fmt: skip
+    if block.attrs.get("GuestName") in (None, ""):
+        local = block.local.get("GuestName", {})
+        needed = _systems_of(cfg, block)
+        if not needed or any(local.get(s) in (None, "") for s in needed):
+            out.append(Diagnostic(block.pos, f"KVMGuest {block.name}: GuestName is required"))
+    for attr, assoc_check in ASSOC_CHECKS.items():
+        for system in [None, *block.local.get(attr, {})]:
+            raw = block.raw(attr, system)
+            if not isinstance(raw, dict):
+                continue
+            merged = dict(attrs[attr].default_value())  # type: ignore[arg-type]
+            merged.update(raw)
+            where = f"@{system}" if system else ""
+            for msg in assoc_check(merged):
+                out.append(Diagnostic(block.position(attr), f"KVMGuest {block.name}{where}: {msg}"))
+    return out

@@ -1,0 +1,54 @@
+"""The configuration as the registered agents read it: the built-in types (each agent's
+type text), ``validate`` with every agent's hook, and :class:`Loaded` bound to them.
+
+This is the one place where the registry meets the configuration model: ``validate``, the
+daemon, the OCF adapter, the export and the CLI load configurations through here.
+"""
+
+from __future__ import annotations
+
+from kvmguest.agents import registry
+from kvmguest.model import resolver
+from kvmguest.model.config import Config, ConfigInvalid, Diagnostic, TypeDef
+from kvmguest.model.parser import load
+from kvmguest.model.types import parse_types
+from kvmguest.model.validate import Hook
+from kvmguest.model.validate import validate as validate_model
+
+_built: tuple[int, dict[str, TypeDef]] | None = None
+
+
+def builtin_types() -> dict[str, TypeDef]:
+    """Every registered agent's type, as its type text defines it."""
+    global _built
+    generation = registry.generation()
+    if _built is None or _built[0] != generation:
+        out: dict[str, TypeDef] = {}
+        for agent in registry.agents():
+            types = parse_types(agent.type_text(), f"<built-in {agent.type_name}>")
+            out[agent.type_name] = types[agent.type_name]
+        _built = (generation, out)
+    return _built[1]
+
+
+def validate(cfg: Config) -> list[Diagnostic]:
+    """Every problem of ``cfg``, each with its position: the model's checks and each
+    resource's agent's own (its validate hook)."""
+    hooks: dict[str, Hook] = {a.type_name: a.check for a in registry.agents()}
+    return validate_model(cfg, builtin_types(), hooks)
+
+
+class Loaded(resolver.Loaded):
+    """A configuration with the registered agents' built-in types in force."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg, builtin_types())
+
+    @classmethod
+    def from_file(cls, path: str) -> Loaded:
+        """Parse and validate; raises ConfigInvalid (with positions) on any error."""
+        cfg, diags = load(path)
+        diags = diags or validate(cfg)
+        if diags:
+            raise ConfigInvalid(diags)
+        return cls(cfg)
