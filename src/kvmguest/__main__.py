@@ -1,3 +1,3 @@
-from kvmguest.cli.main import main
+from kvmguest.cli.lean import main
 
 main()

@@ -189,10 +189,12 @@ def test_imports_point_down(room: str) -> None:
 
 
 def test_cli_commands_do_not_import_private_helpers() -> None:
+    # Command modules share helpers through cli/app.py; only the entry (cli/lean.py, which
+    # hands everything but a plain monitor to the click CLI) imports cli/main.py.
     bad = [
         f"{module}:{line} imports {target}"
         for module, edges in _graph().items()
-        if module.startswith("kvmguest.cli.")
+        if module.startswith("kvmguest.cli.") and module != "kvmguest.cli.lean"
         for target, line in edges
         if target == "kvmguest.cli.main"
     ]

@@ -7,18 +7,18 @@ type or imports a driver.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from kvmguest.model.attributes import Typed
 from kvmguest.model.states import MonitorResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the one-shot monitor must not pay for asyncio
+    import asyncio
+    from concurrent.futures import Executor
+
     from kvmguest.model.resolver import Loaded
 
 Progress = Callable[[str], None]
@@ -45,6 +45,8 @@ def local_system(explicit: str | None = None) -> str:
     env = os.environ.get("KVMGUEST_SYSTEM")
     if env:
         return env
+    import socket  # only when the name must be asked of the host
+
     return socket.gethostname().split(".")[0]
 
 

@@ -300,6 +300,24 @@ def flatten(attrs: Mapping[str, object], params: tuple[OcfParam, ...]) -> dict[s
     return out
 
 
+class Observed:
+    """One resource as the Pacemaker companion watches it (:meth:`OcfSide.observe`)."""
+
+    # The name the agent's events carry for it (a guest's name), and the managed system's
+    # URI whose event source reports it.
+    key = ""
+    uri = ""
+
+    def probe(self, interval_ms: int, bound: float) -> tuple[Ocf, str]:
+        """A direct monitor, with the same answer (and evidence rules) as the agent's own
+        monitor for a monitor of ``interval_ms`` (0: a probe), within ``bound`` seconds."""
+        raise NotImplementedError
+
+    def main_pid(self) -> int | None:
+        """The verified pid of the resource's main process on this node, if it runs."""
+        return None
+
+
 class OcfSide:
     """An agent's Pacemaker side: its parameters and meta-data text, the lean monitor and
     the actions. ``ocf:kvmguest:<type name>`` runs it; subclasses fill it in."""
@@ -321,3 +339,8 @@ class OcfSide:
 
     def run(self, action: str, env: OcfEnv) -> tuple[Ocf, str]:
         raise NotImplementedError
+
+    def observe(self, env: OcfEnv) -> Observed | None:
+        """The resource of ``env`` for the companion to watch; None when the companion
+        cannot watch it here (its monitors then always take the direct path)."""
+        return None

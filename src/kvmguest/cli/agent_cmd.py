@@ -17,6 +17,7 @@ from kvmguest.cli.app import cli, config_option, finish
 # Kept here, not imported from kvmguest.daemon: the one-shot entry points load this module
 # too, and must not pay for asyncio.
 DEFAULT_SOCKET = "/run/kvmguest/agent.sock"
+COMPANION_SOCKET = "/run/kvmguest/pacemaker.sock"
 
 socket_option = click.option(
     "--socket", "socket_path", envvar="KVMGUEST_SOCKET", default=DEFAULT_SOCKET,
@@ -34,14 +35,32 @@ socket_option = click.option(
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True)
 @click.option("--no-autostart", is_flag=True, help="do not bring AutoStartList groups online")
 @click.option("--check", is_flag=True, help="validate the configuration and exit")
-@click.pass_obj
+@click.option("--pacemaker", is_flag=True,
+              help="observe-only companion of Pacemaker on this node (docs/pacemaker.md); "
+                   f"its socket defaults to {COMPANION_SOCKET}")  # fmt: skip
+@click.option("--agent-socket", default=DEFAULT_SOCKET, show_default=True,
+              help="with --pacemaker: refuse to run while this agent socket answers")  # fmt: skip
+@click.pass_context
 def agent_cmd(
-    obj: dict[str, Any], config: str | None, socket_path: str, db: str,
+    cctx: click.Context, config: str | None, socket_path: str, db: str,
     socket_group: str | None, metrics_port: int | None, metrics_addr: str,
-    no_autostart: bool, check: bool,
+    no_autostart: bool, check: bool, pacemaker: bool, agent_socket: str,
 ) -> None:  # fmt: skip
-    """Run the agent daemon for this system's resources."""
+    """Run the agent daemon for this system's resources (or, with --pacemaker, the
+    observe-only companion of Pacemaker)."""
     import asyncio
+
+    obj: dict[str, Any] = cctx.obj
+    if pacemaker:
+        explicit = (
+            cctx.get_parameter_source("socket_path") is not click.core.ParameterSource.DEFAULT
+        )
+        path = (
+            socket_path
+            if explicit
+            else os.environ.get("KVMGUEST_COMPANION_SOCKET", COMPANION_SOCKET)
+        )
+        _companion(obj, path, socket_group, agent_socket)
 
     from kvmguest.agents.base import Env
     from kvmguest.agents.loader import Loaded
@@ -71,6 +90,22 @@ def agent_cmd(
                         metrics_port=metrics_port, metrics_addr=metrics_addr,
                         autostart=not no_autostart)  # fmt: skip
     asyncio.run(serve(loaded, opts, ready=lambda: sd_notify("READY=1")))
+    finish(0)
+
+
+def _companion(obj: dict[str, Any], path: str, group: str | None, agent_socket: str) -> None:
+    import asyncio
+
+    from kvmguest.daemon.companion import CompanionError, pacemaker_node, refuse_beside_agent, serve
+
+    try:
+        refuse_beside_agent(agent_socket)
+    except CompanionError as e:
+        click.echo(f"kvmguest agent --pacemaker: {e}", err=True)
+        finish(1)
+    explicit = click.get_current_context().find_root().params.get("system")
+    node = explicit or os.environ.get("KVMGUEST_SYSTEM") or pacemaker_node() or obj["env"].system
+    asyncio.run(serve(node, path, group, ready=lambda: sd_notify("READY=1")))
     finish(0)
 
 

@@ -388,6 +388,13 @@ class Engine:
                 await asyncio.wait_for(r.changed.wait(), timeout=max(0.0, deadline - self.clock()))
         return r.machine.state
 
+    async def probe_now(self, r: Resource) -> MonitorResult:
+        """A monitor for an operator (``kvmguest monitor``), outside the framework's own:
+        its answer feeds no decision."""
+        result = await self._run(r.handle.monitor, states.unknown)
+        assert isinstance(result, MonitorResult)
+        return result
+
     async def run_action(self, r: Resource, token: str, args: list[str]) -> Outcome:
         h = r.handle
         out = await self._run(lambda: h.action(token, args), lambda m: Outcome(False, m))

@@ -165,6 +165,21 @@ class Service:
             self.engine.request(self.engine.resources[name], what)
         return {"ok": True, "done": names, **self._gstatus(group)}
 
+    async def oneshot_monitor(self, req: dict[str, Any]) -> dict[str, Any]:
+        """``kvmguest monitor RES`` asked us: probe the resource now, when it is ours (the
+        same configuration file, system and managed system); else the caller probes."""
+        eng = self.engine
+        r = eng.resources.get(str(req.get("resource")))
+        same = (
+            os.path.realpath(str(req.get("config"))) == os.path.realpath(eng.env.config)
+            and req.get("system") == eng.env.system
+            and req.get("uri") == eng.env.uri
+        )
+        if r is None or not same:
+            return {"ok": False, "error": "not a resource of this agent: probe it directly"}
+        result = await eng.probe_now(r)
+        return {"ok": True, **result.as_dict()}
+
     async def autostart(self) -> None:
         """Bring up the groups whose AutoStartList names this system, once probed."""
         for r in self.engine.resources.values():
@@ -205,6 +220,8 @@ class Service:
             groups = {g: str(group_status(self.spec(g), self.states())) for g in self.specs}
             return {"ok": True, "system": eng.env.system, "connected": eng.connected,
                     "resources": res, "groups": groups}  # fmt: skip
+        if cmd == "oneshot-monitor":
+            return await self.oneshot_monitor(req)
         if cmd == "history":
             rows = eng.store.history(req.get("resource"), int(req.get("limit", 50)))
             return {"ok": True, "history": [r.as_dict() for r in rows]}

@@ -103,6 +103,8 @@ class Config:
     resources: dict[str, Block] = field(default_factory=dict)
     links: list[Link] = field(default_factory=list)
     group_links: list[GroupLink] = field(default_factory=list)
+    # Every file read for it (main.cf and its includes, resolved): what a cache checks.
+    files: list[str] = field(default_factory=list, compare=False)
 
     def resource(self, name: str) -> Block:
         try:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
-import tempfile
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -23,6 +21,7 @@ from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, Unexpec
 from lark.exceptions import UnexpectedToken
 
 from kvmguest.model.attributes import AttrDef, AttrType, Dimension, Value
+from kvmguest.model.cache import cache_dir, private, write_cache
 from kvmguest.model.config import (
     Block,
     Config,
@@ -81,46 +80,23 @@ def _lark() -> Lark:
 # owned by us and closed to others, and is only read when it and the file pass that check.
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kvmguest"
-
-
 def _cache_path(grammar: str) -> Path:
     key = hashlib.sha256(f"{lark.__version__}\0{grammar}".encode()).hexdigest()[:24]
     return cache_dir() / f"parser-{key}.lark"
 
 
-def _private(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
 def _load_cached_parser(grammar: str) -> Lark | None:
     path = _cache_path(grammar)
     try:
-        if not _private(os.stat(path.parent)):
+        if not private(os.stat(path.parent)):
             return None
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as f:
-            if not _private(os.fstat(f.fileno())):
+            if not private(os.fstat(f.fileno())):
                 return None
             return Lark.load(f)
     except Exception:  # absent, unreadable, or from another lark: rebuild
         return None
-
-
-def write_cache(path: Path, data: bytes) -> None:
-    """Write a cache file atomically into our private cache directory (best effort)."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not _private(os.stat(path.parent)):
-            return
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home is fine: we just rebuild each time
 
 
 def _save_cached_parser(grammar: str, parser: Lark) -> None:
@@ -387,6 +363,7 @@ def load(path: str | os.PathLike[str]) -> tuple[Config, list[Diagnostic]]:
             diags.append(Diagnostic(at or Pos(shown, 1, 1), "includes nest too deep"))
             return
         seen.add(real)
+        cfg.files.append(str(real))
         _, file_diags, includes = parse_text(text, shown, cfg)
         diags.extend(file_diags)
         for inc, inc_pos in includes:

@@ -17,9 +17,14 @@ import tempfile
 from pathlib import Path
 
 from kvmguest.agents import registry
+from kvmguest.ocf import companion_client
+from kvmguest.ocf.companion_client import DEFAULT_SOCKET as COMPANION_SOCKET
+from kvmguest.ocf.companion_client import FALLBACK
 from kvmguest.ocf.metadata import render, version
 
 OCF_DIR = Path("/usr/lib/ocf/resource.d/kvmguest")
+# The companion's monitor client, run by path (stdlib only: no import of kvmguest).
+CLIENT = str(Path(companion_client.__file__).resolve())
 _EOF = "__KVMGUEST_METADATA_END__"
 
 
@@ -35,9 +40,16 @@ def launch_code(paths: list[str], type_name: str) -> str:
     )
 
 
-def wrapper(python: str, metadata_xml: str, type_name: str, paths: list[str] | None = None) -> str:
+def wrapper(
+    python: str,
+    metadata_xml: str,
+    type_name: str,
+    paths: list[str] | None = None,
+    client: str = CLIENT,
+) -> str:
     if _EOF in metadata_xml:
         raise InstallError("the meta-data holds the here-document delimiter")
+    type_q = shlex.quote(type_name)
     # -S: no site (its .pth processing costs every monitor ~2 ms; the agent runs it itself
     # when it needs more than the lean path); -c: no runpy (~3 ms).
     if paths:
@@ -55,6 +67,16 @@ meta-data)
     cat <<'{_EOF}'
 {metadata_xml}{_EOF}
     exit 0
+    ;;
+monitor|status)
+    # The companion (kvmguest agent --pacemaker) answers from its event-driven state, with
+    # the standard library only; exit {FALLBACK}: it cannot, take the direct path below.
+    if [ -S "${{KVMGUEST_COMPANION_SOCKET:-{COMPANION_SOCKET}}}" ] && [ -x "$KVMGUEST_PYTHON" ]
+    then
+        OCF_RESOURCE_TYPE={type_q} "$KVMGUEST_PYTHON" -I -S {shlex.quote(client)} "$1"
+        rc=$?
+        [ "$rc" -ne {FALLBACK} ] && exit "$rc"
+    fi
     ;;
 esac
 if [ ! -x "$KVMGUEST_PYTHON" ]; then
@@ -127,10 +149,13 @@ def install(
     """Write every OCF agent's wrapper (mode 0755) atomically; returns their paths."""
     interpreter = python or sys.executable
     paths = check_python(interpreter) if check else None
+    # The client as the target interpreter has it (the first of its paths that holds one).
+    found = [Path(p, "kvmguest", "ocf", "companion_client.py") for p in paths or ()]
+    client = next((str(c) for c in found if c.is_file()), CLIENT)
     written = []
     for agent in registry.ocf_agents():
         name = agent.type_name
-        text = wrapper(interpreter, render(type_name=name), name, paths)
+        text = wrapper(interpreter, render(type_name=name), name, paths, client)
         dest = dest_dir / name
         dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest.parent)

@@ -26,6 +26,8 @@ USAGE = (
 )
 # OCF exit codes used before kvmguest.agents.ocf_interface is imported.
 _SUCCESS, _ERR_GENERIC, _ERR_ARGS, _ERR_UNIMPLEMENTED, _ERR_INSTALLED = 0, 1, 2, 3, 5
+_DEGRADED = 190
+_NOTIFIED = ("start", "stop", "migrate_to", "migrate_from")
 _KNOWN = {
     "start",
     "stop",
@@ -135,7 +137,18 @@ def main(
         # notify, promote, demote (not a promotable resource) and anything unknown.
         sys.stderr.write(f"kvmguest: action {action!r} is not implemented\n{usage}\n")
         return _ERR_UNIMPLEMENTED
+    # The companion (kvmguest agent --pacemaker) is told of every planned change, so that it
+    # never reports one as a failure, and of a running resource a direct monitor found.
+    from kvmguest.ocf import companion_client
+
+    seen = {**env, "OCF_RESOURCE_TYPE": _type_label(type_name, env)}
+    if action in _NOTIFIED:
+        companion_client.notify(seen, action, "pre")
     code, message = _act(action, env, type_name)
+    if action in _NOTIFIED:
+        companion_client.notify(seen, action, "post", code)
+    elif code in (_SUCCESS, _DEGRADED) and env.get("OCF_RESKEY_CRM_meta_interval", "0") != "0":
+        companion_client.notify(seen, "monitor", "post", code)
     if code == _SUCCESS:
         if action not in ("monitor", "status") and message:
             sys.stdout.write(f"kvmguest: {action}: {message}\n")

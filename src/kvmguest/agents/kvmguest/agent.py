@@ -22,9 +22,10 @@ class KVMGuestAgent(Agent):
     type_name = KVMGUEST
 
     def type_text(self) -> str:
-        from importlib import resources
+        import os
 
-        return resources.files(__package__).joinpath("kvmguest.cf").read_text()
+        with open(os.path.join(os.path.dirname(__file__), "kvmguest.cf"), encoding="utf-8") as f:
+            return f.read()
 
     def check(self, cfg: Config, block: Block, attrs: dict[str, AttrDef]) -> list[Diagnostic]:
         from kvmguest.agents.kvmguest.checks import check

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kvmguest.agents.kvmguest.ocf_params import PARAMS, OcfEnv, from_environ
-from kvmguest.agents.ocf_interface import Ocf, OcfSide
+from kvmguest.agents.ocf_interface import Observed, Ocf, OcfSide
 from kvmguest.agents.ocf_interface import OcfEnv as AnyOcfEnv
 
 LONGDESC = (
@@ -53,6 +53,12 @@ class KvmOcfSide(OcfSide):
 
         assert isinstance(env, OcfEnv)
         return run(action, env)
+
+    def observe(self, env: AnyOcfEnv) -> Observed | None:
+        from kvmguest.agents.kvmguest.observe import observe
+
+        assert isinstance(env, OcfEnv)
+        return observe(env)
 
 
 SIDE = KvmOcfSide()

@@ -3,13 +3,11 @@ and Runtime, :mod:`kvmguest.agents.base`), over the entry points."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
-from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
 from kvmguest.agents.base import Env, EventSink, Outcome, Progress
 from kvmguest.agents.kvmguest import entrypoints as ep
-from kvmguest.agents.kvmguest.events import LibvirtEvents, qemu_pid
 from kvmguest.agents.kvmguest.libvirt_kvm import LibvirtKVM
 from kvmguest.agents.kvmguest.params import guest_params
 from kvmguest.agents.kvmguest.runner import DEFAULT_URI, context
@@ -17,6 +15,12 @@ from kvmguest.model import states
 from kvmguest.model.attributes import Typed
 from kvmguest.model.resolver import Loaded
 from kvmguest.model.states import MonitorResult
+
+if TYPE_CHECKING:  # the daemon's: a one-shot command must not pay for asyncio, libvirtaio
+    import asyncio
+    from concurrent.futures import Executor
+
+    from kvmguest.agents.kvmguest.events import LibvirtEvents
 
 # The libvirt whose guests' QEMU processes the daemon watches: this host's own.
 LOCAL_QEMU_URIS = ("qemu:///system",)
@@ -63,7 +67,11 @@ class KvmHandle:
             notify()
 
     def main_process(self) -> int | None:
-        return qemu_pid(self.key) if self._watch else None
+        if not self._watch:
+            return None
+        from kvmguest.agents.kvmguest.events import qemu_pid
+
+        return qemu_pid(self.key)
 
     def process_exited(self, pid: int, result: MonitorResult) -> MonitorResult:
         return states.offline(f"QEMU process {pid} exited (libvirt: {result.detail})")
@@ -102,6 +110,8 @@ class KvmRuntime:
     def events(
         self, sink: EventSink, loop: asyncio.AbstractEventLoop, pool: Executor
     ) -> LibvirtEvents:
+        from kvmguest.agents.kvmguest.events import LibvirtEvents
+
         return LibvirtEvents(self.uri, sink, loop, pool, self._shared_hv())
 
     def close(self) -> None:
