@@ -148,7 +148,8 @@ def test_bundle_applies_a_site_without_pyroute2(
     assert guest.addresses() == ["198.51.100.10/24"]
     assert guest.default_routes() == [("198.51.100.1", "eth0")]
     # Without pycdlib the image can only be mounted; here it cannot, and nothing changes.
-    bare = [*argv[:-1], str(bundles["bare"])]
+    # -S: not even a pycdlib of the system's own (Debian's python3-pycdlib) is seen.
+    bare = [*argv[:-2], "-S", "-I", str(bundles["bare"])]
     result = subprocess.run([*bare, *args], capture_output=True, text=True)
     assert result.returncode == 3, result.stderr
     assert "cannot mount" in result.stderr

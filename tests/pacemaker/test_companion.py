@@ -63,10 +63,13 @@ class Companions:
 
     def start(self, node: str) -> None:
         log = self.logs / f"companion-{node}.log"
-        argv = f"{sys.executable} -m kvmguest agent --pacemaker"
+        argv = f"{sys.executable} -m kvmguest -v agent --pacemaker"
         out = self.c.run(node, "sh", "-c", f"setsid {argv} >>{log} 2>&1 </dev/null & echo $!")
         self.pids[node] = out.stdout.strip()
-        wait_for(lambda: self.status(node) is not None, 60, what=f"the companion on {node}")
+        starts = self.log(node).count("companion running on node")
+        # Up once it has read the CIB and says what it watches (logged at -v).
+        wait_for(lambda: self.log(node).count("companion running on node") > starts, 60,
+                 what=f"the companion on {node}")  # fmt: skip
 
     def stop(self, node: str) -> None:
         pid = self.pids.pop(node, None)
@@ -211,6 +214,13 @@ def test_a_crash_is_reported_at_once_and_planned_changes_never(
         assert console_text(guest.console, mark).count(GUEST_UP) == 0  # migrated, not booted
         assert domstate(c, source, guest.name) != "running"
         c.clear(RES)
+    # A companion (re)started while the guest runs learns of it from the CIB.
+    companions.stop("node1")
+    companions.start("node1")
+    assert "watching 1 resource(s)" in companions.log("node1"), companions.log("node1")
+    pid = qemu_pid(c, "node1", guest.name)
+    assert pid is not None and companions.watched_pid("node1", RES) == pid
+
     c.run("node2", "crm_resource", "--resource", RES, "--meta", "--set-parameter",
           "target-role", "--parameter-value", "Stopped")  # fmt: skip
     c.wait_stopped(RES, timeout=120, node="node2")

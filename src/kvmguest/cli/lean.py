@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import sys
 
-DEFAULT_CONFIG = "/etc/kvmguest/main.cf"
 AGENT_SOCKET = "/run/kvmguest/agent.sock"
 # How long a daemon or companion may take to answer (it probes within the monitor's own
 # deadline; past this bound the lean path probes itself).
@@ -95,7 +94,7 @@ def _ask_running(opts: dict[str, str], config: str, system: str, uri: str) -> in
 def lean_monitor(opts: dict[str, str]) -> int | None:
     """The monitor's exit code, or None when the full path must answer."""
     from kvmguest.agents import registry
-    from kvmguest.agents.base import DEFAULT_URI, Env, local_system
+    from kvmguest.agents.base import DEFAULT_CONFIG, DEFAULT_URI, Env, local_system
 
     config = opts.get("config") or os.environ.get("KVMGUEST_CONFIG") or DEFAULT_CONFIG
     system = local_system(opts.get("system"))

@@ -7,14 +7,13 @@ takes its environment as arguments; callers only parse and format).
 from __future__ import annotations
 
 from kvmguest.agents import loader
-from kvmguest.agents.base import DEFAULT_CONFIG as DEFAULT_CONFIG
 from kvmguest.agents.base import DEFAULT_URI, Env
 from kvmguest.agents.kvmguest import entrypoints as ep
 from kvmguest.agents.kvmguest.hypervisor import Hypervisor, Progress
 from kvmguest.agents.kvmguest.params import GuestParams, guest_params
 from kvmguest.model.resolver import Loaded
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_URI", "Env", "context", "make_hypervisor"]
+__all__ = ["DEFAULT_URI", "Env", "context", "make_hypervisor"]
 
 
 def make_hypervisor(params: GuestParams, loaded: Loaded, env: Env) -> Hypervisor:
