@@ -14,7 +14,6 @@ migration is never reported to Pacemaker as a failure.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -61,7 +60,8 @@ def invocation(environ: Mapping[str, str]) -> dict[str, object]:
 
 def ask(path: str, message: dict[str, object], bound: float) -> dict[str, object] | None:
     """One request, one reply; None when the companion cannot answer within ``bound``."""
-    import socket  # only once a socket is there to ask
+    import json  # only once a socket is there to ask: every direct monitor imports us
+    import socket
 
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
