@@ -8,7 +8,8 @@
 * with the companion stopped, the monitors fall back to the direct path: a crash is found by
   the recurring monitor (its failed op is in the CIB), as without a companion;
 * with libvirtd stopped under a running guest, the monitor answers 190 through the
-  companion, nothing is reported, nothing is stopped;
+  companion, nothing is reported, nothing is stopped; the QEMU's own death then is
+  reported (once), and Pacemaker recovers the guest on the other node;
 * the companion's socket refuses other users, and the companion refuses to run beside a
   managing ``kvmguest agent``.
 """
@@ -290,6 +291,17 @@ def test_libvirtd_down_is_degraded_and_reports_nothing(
         assert [f for f in st.failures if f.exitcode != 190] == [], st.failures
         assert qemu_pid(c, "node1", guest.name) == pid
         assert "reporting it to Pacemaker" not in companions.log("node1")
+
+        # Now the QEMU itself dies, libvirtd still down: that is a failure (seen through the
+        # pidfd), reported once; Pacemaker stops it (the stop works without libvirtd) and,
+        # node1's libvirtd being down, starts it on node2.
+        c.run("node1", "kill", "-9", str(pid))
+        wait_for(lambda: "reporting it to Pacemaker" in companions.log("node1"), 30,
+                 what="the death reported")  # fmt: skip
+        c.wait_running(RES, "node2", timeout=180, node="node2")
+        wait_for(lambda: domstate(c, "node2", guest.name) == "running", 60,
+                 what="the guest running on node2")  # fmt: skip
+        assert companions.log("node1").count("reporting it to Pacemaker") == 1
     finally:
         if libvirtd_down:
             with contextlib.suppress(ClusterError):
