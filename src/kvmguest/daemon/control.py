@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import grp
 import json
+import logging
 import os
 import socket
 import struct
@@ -24,6 +25,15 @@ Reply = dict[str, Any]
 Handler = Callable[[dict[str, Any], Callable[[str], Coroutine[Any, Any, None]]], Awaitable[Reply]]
 MAX_REQUEST = 64 * 1024
 REFUSE_READ_TIMEOUT = 2.0  # how long a refused peer's request is waited for
+# A client has this long to send its request line: an idle connection cannot hold a slot.
+REQUEST_READ_TIMEOUT = 5.0
+# Connections served at once; one more is answered "busy" and closed at once, so idle or
+# stuck clients can neither exhaust the daemon's file descriptors nor lock operators out.
+MAX_CLIENTS = 64
+# Sending one line to a client that does not read: given up after this long.
+WRITE_TIMEOUT = 10.0
+
+log = logging.getLogger("kvmguest.daemon")
 
 
 def peer_allowed(sock: socket.socket, group_gid: int | None) -> bool:
@@ -51,6 +61,7 @@ class ControlServer:
         self.group = group
         self._gid: int | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._clients = 0
 
     async def start(self) -> None:
         p = Path(self.path)
@@ -77,42 +88,64 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def send(obj: Reply) -> None:
             writer.write(json.dumps(obj).encode() + b"\n")
-            await writer.drain()
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await writer.drain()
 
+        self._clients += 1
         try:
-            sock = writer.get_extra_info("socket")
-            if sock is None or not peer_allowed(sock, self._gid):
-                # Take the request off the wire first (briefly): closing on an unread
-                # request makes the client's write fail with EPIPE before it can read why.
-                with contextlib.suppress(TimeoutError, ValueError):
-                    await asyncio.wait_for(reader.readline(), REFUSE_READ_TIMEOUT)
-                await send({"ok": False, "error": "permission denied"})
+            if self._clients > MAX_CLIENTS:
+                await send({"ok": False, "error": f"busy: {MAX_CLIENTS} requests in progress; "
+                            "try again"})  # fmt: skip
                 return
-            try:
-                line = await reader.readline()
-            except ValueError:  # longer than the stream's limit (64 KiB): asyncio raises
-                line = b""
-            if not line or len(line) > MAX_REQUEST:
-                await send({"ok": False, "error": "empty or oversized request"})
-                return
-            try:
-                request = json.loads(line)
-                if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-                    raise ValueError("request must be an object with a 'cmd'")
-            except ValueError as e:
-                await send({"ok": False, "error": f"bad request: {e}"})
-                return
-
-            async def progress(msg: str) -> None:
-                await send({"progress": msg})
-
-            await send(await self.handler(request, progress))
-        except (ConnectionError, asyncio.IncompleteReadError):
+            await self._serve_one(reader, writer, send)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except Exception as e:
+            log.warning("control connection: %s: %s", type(e).__name__, e)
         finally:
+            self._clients -= 1
             writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
+
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        send: Callable[[Reply], Coroutine[Any, Any, None]],
+    ) -> None:  # fmt: skip
+        sock = writer.get_extra_info("socket")
+        if sock is None or not peer_allowed(sock, self._gid):
+            # Take the request off the wire first (briefly): closing on an unread
+            # request makes the client's write fail with EPIPE before it can read why.
+            with contextlib.suppress(TimeoutError, ValueError):
+                await asyncio.wait_for(reader.readline(), REFUSE_READ_TIMEOUT)
+            await send({"ok": False, "error": "permission denied"})
+            return
+        try:
+            async with asyncio.timeout(REQUEST_READ_TIMEOUT):
+                line = await reader.readline()
+        except ValueError:  # longer than the stream's limit (64 KiB): asyncio raises
+            line = b""
+        except TimeoutError:
+            await send({"ok": False, "error": f"no request within "
+                        f"{REQUEST_READ_TIMEOUT:g} s"})  # fmt: skip
+            return
+        if not line or len(line) > MAX_REQUEST:
+            await send({"ok": False, "error": "empty or oversized request"})
+            return
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                raise ValueError("request must be an object with a 'cmd'")
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+            await send({"ok": False, "error": f"bad request: {type(e).__name__}: "
+                        f"{str(e)[:200]}"})  # fmt: skip
+            return
+
+        async def progress(msg: str) -> None:
+            await send({"progress": msg})
+
+        await send(await self.handler(request, progress))
 
 
 class ControlError(Exception):
