@@ -16,7 +16,8 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ REQUEST_READ_TIMEOUT = 5.0
 # Connections served at once; one more is answered "busy" and closed at once, so idle or
 # stuck clients can neither exhaust the daemon's file descriptors nor lock operators out.
 MAX_CLIENTS = 64
+# Connections the kernel queues before the daemon accepts them (capped by somaxconn): a
+# burst of clients waits there instead of failing with EAGAIN.
+BACKLOG = 1024
 # Sending one line to a client that does not read: given up after this long.
 WRITE_TIMEOUT = 10.0
 
@@ -70,7 +74,9 @@ class ControlServer:
             p.unlink()  # a stale socket from a killed daemon
         old = os.umask(0o117)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=self.path)
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=self.path, backlog=BACKLOG
+            )
         finally:
             os.umask(old)
         if self.group:
@@ -94,8 +100,8 @@ class ControlServer:
         self._clients += 1
         try:
             if self._clients > MAX_CLIENTS:
-                await send({"ok": False, "error": f"busy: {MAX_CLIENTS} requests in progress; "
-                            "try again"})  # fmt: skip
+                await send({"ok": False, "busy": True, "error": f"busy: {MAX_CLIENTS} "
+                            "requests in progress; try again"})  # fmt: skip
                 return
             await self._serve_one(reader, writer, send)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
@@ -152,12 +158,47 @@ class ControlError(Exception):
     pass
 
 
+def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    """connect(), waiting while the daemon's accept queue is full (EAGAIN on a Unix
+    socket): a busy daemon is slow, not absent."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 def request(path: str, cmd: str, timeout: float = 30.0, **args: Any) -> Iterator[Reply]:
-    """Client side (blocking): yields progress lines, then the final reply."""
+    """Client side (blocking): yields progress lines, then the final reply. A "busy"
+    answer (every slot taken) is retried until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        replies = _request_once(path, cmd, timeout, args)
+        first = next(replies)
+        if first.get("busy") and time.monotonic() + delay < deadline:
+            replies.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        yield first
+        yield from replies
+        return
+
+
+def _request_once(
+    path: str, cmd: str, timeout: float, args: dict[str, Any]
+) -> Generator[Reply, None, None]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(path)
+        _connect(sock, path, timeout)
     except FileNotFoundError:
         raise ControlError(f"no kvmguest agent listening at {path} (is it running?)") from None
     except PermissionError:

@@ -382,11 +382,11 @@ async def serve(
         raise Fatal(why)
     notify("STOPPING=1")
     log.info("agent stopping: in-flight entry points get up to 30 s; guests are left as they are")
+    for task in running:  # first: the engine loop ending now is no failure
+        task.cancel()
     await control.close()
     await metrics.close()
     await engine.stop(grace=30.0)
-    for task in running:
-        task.cancel()
     store.record("-", "agent", "stopped")
     store.close()
 
