@@ -49,10 +49,14 @@ def _wait_for(
 ) -> MonitorResult:
     """Probe until ``done`` holds, ``limit`` seconds pass or the deadline is near."""
     wait = deadline.sub(limit)
+    last: MonitorResult | None = None
     while True:
         result = ctx.hv.probe(ctx.params, deadline)
+        if result.state is ResourceState.UNKNOWN and deadline.expired() and last is not None:
+            return last  # the deadline, not the guest, cut the last probe short
         if done(result) or wait.expired():
             return result
+        last = result
         ctx.hv.wait_changed(min(POLL_SECONDS, wait.remaining()))
 
 
