@@ -7,6 +7,7 @@ type or imports a driver.
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,18 +68,46 @@ class Env:
         )
 
 
+class Ended(enum.Enum):
+    """How an entry point ended: the framework's rules differ for each (VCS clean reasons)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    # Its deadline (the entry point's own timeout) passed: online hung, offline hung ...
+    TIMED_OUT = "timed out"
+    # The managed system refused the connection or is down: nothing was done.
+    UNREACHABLE = "unreachable"
+
+
 @dataclass
 class Outcome:
-    """How an entry point (other than monitor) ended, with its one-line reason."""
+    """How an entry point (other than monitor) ended, with its one-line reason.
+
+    ``ended`` defaults from ``ok`` (SUCCEEDED or FAILED); an entry point names TIMED_OUT or
+    UNREACHABLE itself.
+    """
 
     ok: bool
     message: str
     warnings: list[str] = field(default_factory=list)
     output: str = ""
+    ended: Ended = Ended.SUCCEEDED
+
+    def __post_init__(self) -> None:
+        if not self.ok and self.ended is Ended.SUCCEEDED:
+            self.ended = Ended.FAILED
+        if self.ok and self.ended is not Ended.SUCCEEDED:
+            raise ValueError(f"an outcome that is ok cannot have ended {self.ended.value}")
 
     def as_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "message": self.message, "warnings": self.warnings,
-                "output": self.output}  # fmt: skip
+                "output": self.output, "ended": self.ended.value}  # fmt: skip
+
+
+class TimedOut(Exception):
+    """Raised by :meth:`Handle.monitor` when the managed system did not answer within
+    MonitorTimeout: the framework counts it toward FaultOnMonitorTimeouts. A managed system
+    that refuses the connection is not a timeout: the monitor answers UNKNOWN."""
 
 
 def cap_output(text: str) -> str:
@@ -107,7 +136,9 @@ class Handle(Protocol):
         """OnlineTimeout, OfflineTimeout, MonitorTimeout ... of this resource."""
         ...
 
-    def monitor(self) -> MonitorResult: ...
+    def monitor(self) -> MonitorResult:
+        """The resource's state; raises :class:`TimedOut` past MonitorTimeout."""
+        ...
 
     def online(self) -> Outcome: ...
 

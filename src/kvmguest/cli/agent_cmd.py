@@ -49,6 +49,7 @@ def agent_cmd(
     """Run the agent daemon for this system's resources (or, with --pacemaker, the
     observe-only companion of Pacemaker)."""
     import asyncio
+    import logging
 
     obj: dict[str, Any] = cctx.obj
     if pacemaker:
@@ -64,7 +65,15 @@ def agent_cmd(
 
     from kvmguest.agents.base import Env
     from kvmguest.agents.loader import Loaded
-    from kvmguest.daemon.service import AgentOptions, serve
+    from kvmguest.daemon import logs
+    from kvmguest.daemon.service import (
+        EX_CONFIG,
+        EX_SOFTWARE,
+        AgentOptions,
+        Fatal,
+        StartupError,
+        serve,
+    )
     from kvmguest.model.config import ConfigInvalid
 
     env: Env = obj["env"]
@@ -76,7 +85,9 @@ def agent_cmd(
         for d in e.diagnostics:
             click.echo(str(d), err=True)
         click.echo(f"kvmguest agent: {env.config} is invalid; not starting", err=True)
-        finish(1)
+        # --check answers valid (0) or invalid (1); the daemon exits EX_CONFIG, which the
+        # unit's RestartPreventExitStatus keeps systemd from restarting every few seconds.
+        finish(1 if check else EX_CONFIG)
     mine = [
         g for g, b in loaded.cfg.groups.items()
         if not isinstance(b.attrs.get("SystemList"), dict)
@@ -89,7 +100,15 @@ def agent_cmd(
     opts = AgentOptions(env=env, socket=socket_path, db=db, group=socket_group,
                         metrics_port=metrics_port, metrics_addr=metrics_addr,
                         autostart=not no_autostart)  # fmt: skip
-    asyncio.run(serve(loaded, opts, ready=lambda: sd_notify("READY=1")))
+    # -v / -vv as the global option set them (app.py: WARNING less 10 per -v).
+    logs.setup(max(0, (logging.WARNING - logging.getLogger().level) // 10))
+    try:
+        asyncio.run(serve(loaded, opts, ready=lambda: sd_notify("READY=1"), notify=sd_notify))
+    except StartupError as e:
+        click.echo(f"kvmguest agent: {e}; not starting", err=True)
+        finish(e.code)
+    except Fatal:
+        finish(EX_SOFTWARE)  # logged by the daemon, in one line
     finish(0)
 
 
@@ -177,6 +196,15 @@ def status_cmd(obj: dict[str, Any], resource: str | None, socket_path: str) -> N
     Console(file=sys.stdout).print(table)
     for g, s in reply["groups"].items():
         click.echo(f"group {g}: {s}")
+    for r in reply["resources"]:
+        if r.get("admin_wait"):
+            click.echo(f"{r['resource']} waits for the operator: {r['admin_wait']}")
+    if reply.get("reset_at"):
+        click.echo(f"state lost, reset at {reply['reset_at']}: every group is frozen until "
+                   "an operator unfreezes it")  # fmt: skip
+    if reply.get("state_saved") is False:
+        click.echo(f"state NOT being saved: {reply.get('state_error') or 'database error'} "
+                   "(monitoring and recovery go on)")  # fmt: skip
     finish(0)
 
 

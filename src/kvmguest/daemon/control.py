@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import grp
 import json
+import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,18 @@ Reply = dict[str, Any]
 Handler = Callable[[dict[str, Any], Callable[[str], Coroutine[Any, Any, None]]], Awaitable[Reply]]
 MAX_REQUEST = 64 * 1024
 REFUSE_READ_TIMEOUT = 2.0  # how long a refused peer's request is waited for
+# A client has this long to send its request line: an idle connection cannot hold a slot.
+REQUEST_READ_TIMEOUT = 5.0
+# Connections served at once; one more is answered "busy" and closed at once, so idle or
+# stuck clients can neither exhaust the daemon's file descriptors nor lock operators out.
+MAX_CLIENTS = 64
+# Connections the kernel queues before the daemon accepts them (capped by somaxconn): a
+# burst of clients waits there instead of failing with EAGAIN.
+BACKLOG = 1024
+# Sending one line to a client that does not read: given up after this long.
+WRITE_TIMEOUT = 10.0
+
+log = logging.getLogger("kvmguest.daemon")
 
 
 def peer_allowed(sock: socket.socket, group_gid: int | None) -> bool:
@@ -51,6 +65,7 @@ class ControlServer:
         self.group = group
         self._gid: int | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._clients = 0
 
     async def start(self) -> None:
         p = Path(self.path)
@@ -59,7 +74,9 @@ class ControlServer:
             p.unlink()  # a stale socket from a killed daemon
         old = os.umask(0o117)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=self.path)
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=self.path, backlog=BACKLOG
+            )
         finally:
             os.umask(old)
         if self.group:
@@ -77,54 +94,111 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def send(obj: Reply) -> None:
             writer.write(json.dumps(obj).encode() + b"\n")
-            await writer.drain()
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await writer.drain()
 
+        self._clients += 1
         try:
-            sock = writer.get_extra_info("socket")
-            if sock is None or not peer_allowed(sock, self._gid):
-                # Take the request off the wire first (briefly): closing on an unread
-                # request makes the client's write fail with EPIPE before it can read why.
-                with contextlib.suppress(TimeoutError, ValueError):
-                    await asyncio.wait_for(reader.readline(), REFUSE_READ_TIMEOUT)
-                await send({"ok": False, "error": "permission denied"})
+            if self._clients > MAX_CLIENTS:
+                await send({"ok": False, "busy": True, "error": f"busy: {MAX_CLIENTS} "
+                            "requests in progress; try again"})  # fmt: skip
                 return
-            try:
-                line = await reader.readline()
-            except ValueError:  # longer than the stream's limit (64 KiB): asyncio raises
-                line = b""
-            if not line or len(line) > MAX_REQUEST:
-                await send({"ok": False, "error": "empty or oversized request"})
-                return
-            try:
-                request = json.loads(line)
-                if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-                    raise ValueError("request must be an object with a 'cmd'")
-            except ValueError as e:
-                await send({"ok": False, "error": f"bad request: {e}"})
-                return
-
-            async def progress(msg: str) -> None:
-                await send({"progress": msg})
-
-            await send(await self.handler(request, progress))
-        except (ConnectionError, asyncio.IncompleteReadError):
+            await self._serve_one(reader, writer, send)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except Exception as e:
+            log.warning("control connection: %s: %s", type(e).__name__, e)
         finally:
+            self._clients -= 1
             writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
+
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        send: Callable[[Reply], Coroutine[Any, Any, None]],
+    ) -> None:  # fmt: skip
+        sock = writer.get_extra_info("socket")
+        if sock is None or not peer_allowed(sock, self._gid):
+            # Take the request off the wire first (briefly): closing on an unread
+            # request makes the client's write fail with EPIPE before it can read why.
+            with contextlib.suppress(TimeoutError, ValueError):
+                await asyncio.wait_for(reader.readline(), REFUSE_READ_TIMEOUT)
+            await send({"ok": False, "error": "permission denied"})
+            return
+        try:
+            async with asyncio.timeout(REQUEST_READ_TIMEOUT):
+                line = await reader.readline()
+        except ValueError:  # longer than the stream's limit (64 KiB): asyncio raises
+            line = b""
+        except TimeoutError:
+            await send({"ok": False, "error": f"no request within "
+                        f"{REQUEST_READ_TIMEOUT:g} s"})  # fmt: skip
+            return
+        if not line or len(line) > MAX_REQUEST:
+            await send({"ok": False, "error": "empty or oversized request"})
+            return
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                raise ValueError("request must be an object with a 'cmd'")
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+            await send({"ok": False, "error": f"bad request: {type(e).__name__}: "
+                        f"{str(e)[:200]}"})  # fmt: skip
+            return
+
+        async def progress(msg: str) -> None:
+            await send({"progress": msg})
+
+        await send(await self.handler(request, progress))
 
 
 class ControlError(Exception):
     pass
 
 
+def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    """connect(), waiting while the daemon's accept queue is full (EAGAIN on a Unix
+    socket): a busy daemon is slow, not absent."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 def request(path: str, cmd: str, timeout: float = 30.0, **args: Any) -> Iterator[Reply]:
-    """Client side (blocking): yields progress lines, then the final reply."""
+    """Client side (blocking): yields progress lines, then the final reply. A "busy"
+    answer (every slot taken) is retried until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        replies = _request_once(path, cmd, timeout, args)
+        first = next(replies)
+        if first.get("busy") and time.monotonic() + delay < deadline:
+            replies.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        yield first
+        yield from replies
+        return
+
+
+def _request_once(
+    path: str, cmd: str, timeout: float, args: dict[str, Any]
+) -> Generator[Reply, None, None]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(path)
+        _connect(sock, path, timeout)
     except FileNotFoundError:
         raise ControlError(f"no kvmguest agent listening at {path} (is it running?)") from None
     except PermissionError:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvmguest.agents import registry
-from kvmguest.agents.base import Env, EventSource, Handle, Outcome, Runtime
+from kvmguest.agents.base import Ended, Env, EventSource, Handle, Outcome, Runtime, TimedOut
 from kvmguest.daemon.events import QemuWatch
 from kvmguest.daemon.metrics import Metrics
 from kvmguest.daemon.store import Store
@@ -39,7 +39,7 @@ from kvmguest.framework.decision import (
     RunOnline,
     State,
 )
-from kvmguest.framework.decision import Outcome as Ended
+from kvmguest.framework.decision import Outcome as EpEnded
 from kvmguest.framework.machine import ResourceMachine
 from kvmguest.framework.policy import ResourcePolicy
 from kvmguest.model import states
@@ -47,6 +47,17 @@ from kvmguest.model.resolver import Loaded
 from kvmguest.model.states import MonitorResult, ResourceState
 
 log = logging.getLogger("kvmguest.daemon")
+
+# An entry point reports its own timeout at its deadline; the engine stops waiting for it
+# this much later (the worker is abandoned: every call it makes is bounded anyway).
+RUN_SLACK = 2.0
+_ENDED = {
+    Ended.SUCCEEDED: EpEnded.SUCCEEDED,
+    Ended.FAILED: EpEnded.FAILED,
+    Ended.TIMED_OUT: EpEnded.TIMED_OUT,
+    # Nothing was done: for the framework a failure, which a monitor then checks.
+    Ended.UNREACHABLE: EpEnded.FAILED,
+}
 
 
 @dataclass
@@ -71,6 +82,7 @@ class Resource:
 
     def status(self) -> dict[str, Any]:
         last = self.machine.last_result
+        m = self.machine
         return {
             "resource": self.name,
             "group": self.group,
@@ -83,9 +95,21 @@ class Resource:
             "detail": last.detail if last else "",
             "since": self.since,
             "last_monitor": self.last_monitor,
-            "frozen": self.machine.frozen,
-            "counters": self.machine.counters(),
+            "frozen": m.frozen,
+            "admin_wait": m.admin_wait_reason,
+            "counters": m.counters(),
         }
+
+
+def _level(d: Decision) -> int:
+    """What an operator sees without -v: every state change, louder for faults."""
+    if not d.changed:
+        return logging.DEBUG
+    if d.state is State.FAULTED or d.state.admin_wait:
+        return logging.ERROR
+    if d.state in (State.CLEANING, State.RESTARTING, State.UNKNOWN):
+        return logging.WARNING
+    return logging.INFO
 
 
 def _persisted(snap: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -122,6 +146,10 @@ class _Sink:
         self.engine.set_connected(source, up, why, changed)
 
 
+def _reraise(what: str, e: BaseException) -> None:
+    raise RuntimeError(f"{what}: {type(e).__name__}: {e}") from e
+
+
 class Engine:
     def __init__(
         self,
@@ -130,8 +158,12 @@ class Engine:
         store: Store,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fatal: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.loaded = loaded
+        # Called when a task the engine owns dies of an unexpected exception: the daemon
+        # must then exit (and be restarted), never stay alive without protecting.
+        self.fatal = fatal or _reraise
         self.env = env
         self.store = store
         self.metrics = metrics
@@ -147,6 +179,9 @@ class Engine:
         self._due: list[tuple[float, int, str]] = []
         self._due_seq = itertools.count()
         self.stopping = False
+        # The loop's longest sleep, and when it last went round (the watchdog's proof).
+        self.max_sleep = 3600.0
+        self.last_pass = clock()
         self._connected: dict[str, bool] = {}  # event source -> connected
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop = asyncio.get_running_loop()
@@ -197,6 +232,11 @@ class Engine:
                     )
                 except (ValueError, KeyError):
                     machine = ResourceMachine(block.name, policy)
+                if self.store.reset_at is not None and not snap:
+                    # The database was lost (moved aside as corrupt): frozen flags, faults
+                    # and operator offlines with it. Nothing starts until an operator
+                    # looks; the probe still tells the state.
+                    machine.set_frozen(True, self.clock())
                 r = Resource(block.name, group_name, machine, handle, block.kind, saved=snap)
                 self.resources[block.name] = r
                 self.by_key[(block.kind, handle.key)] = r
@@ -234,6 +274,10 @@ class Engine:
     def _watch_process(self, r: Resource, result: MonitorResult) -> MonitorResult:
         """Watch the running resource's main process; report OFFLINE once it exited,
         before the managed system does."""
+        if result.state is ResourceState.UNKNOWN:
+            # The managed system cannot tell: keep watching the process (its exit is the
+            # one thing still known) until it can.
+            return result
         if result.state is not ResourceState.ONLINE:
             r.exited = None
             self.process.unwatch(r.name)
@@ -256,7 +300,7 @@ class Engine:
             self.store.save_snapshot(r.name, snap)
             r.saved = snap
         if d.log:
-            log.info("%s", d.log)
+            log.log(_level(d), "%s", d.log)
             self.store.record(r.name, "decision", d.log)
         if d.changed:
             r.since = time.time()
@@ -288,16 +332,24 @@ class Engine:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        e = task.exception()
+        if e is not None:
+            self.fatal("entry point task", e)
 
     async def run(self) -> None:
         while not self.stopping:
-            now = self.clock()
-            delay = max(0.0, self._due[0][0] - now) if self._due else 3600.0
+            now = self.last_pass = self.clock()
+            delay = max(0.0, self._due[0][0] - now) if self._due else self.max_sleep
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=min(delay, 3600.0))
+                await asyncio.wait_for(self.wake.wait(), timeout=min(delay, self.max_sleep))
             self.wake.clear()
-            now = self.clock()
+            now = self.last_pass = self.clock()
             due: dict[str, None] = {}  # each resource ticked at most once per pass
             while self._due and self._due[0][0] <= now:
                 due[heapq.heappop(self._due)[2]] = None
@@ -314,7 +366,17 @@ class Engine:
         r.event_at = None
         h = r.handle
         if isinstance(action, RunMonitor):
-            result = await self._run(h.monitor, states.unknown)
+            try:
+                result = await self._run(h.monitor, states.unknown, action.timeout)
+            except TimedOut as e:
+                alive = self._alive(r)
+                pid = self.process.watched_pid(r.name)
+                evidence = f"; {h.process_name} {pid} alive" if alive else ""
+                self.store.record(r.name, "monitor", f"timed out: {e}{evidence}")
+                log.warning("%s: monitor timed out: %s%s", r.name, e, evidence)
+                d = r.machine.monitor_timed_out(action.id, self.clock(), alive, str(e))
+                self.apply(r, d)
+                return
             assert isinstance(result, MonitorResult)
             result = self._watch_process(r, result)
             r.last_monitor = time.time()
@@ -334,23 +396,51 @@ class Engine:
             call = lambda: h.migrate(action.target)  # noqa: E731
         else:  # pragma: no cover - the Action union is closed
             raise TypeError(action)
-        outcome = await self._run(call, lambda msg: Outcome(False, msg))
+        try:
+            outcome = await self._run(call, lambda msg: Outcome(False, msg), action.timeout)
+        except TimedOut as e:
+            outcome = Outcome(False, str(e), ended=Ended.TIMED_OUT)
         assert isinstance(outcome, Outcome)
-        self.store.record(
-            r.name, action.kind, ("succeeded: " if outcome.ok else "failed: ") + outcome.message
-        )
+        said = f"{outcome.ended.value}: {outcome.message}"
+        self.store.record(r.name, action.kind, said)
+        if not outcome.ok:
+            log.warning("%s: %s %s", r.name, action.kind, said)
+        elif isinstance(action, RunClean):
+            log.warning("%s: clean (reason %d) %s", r.name, int(action.reason), said)
         for w in outcome.warnings:
             self.store.record(r.name, "warning", w)
-        result = Ended.SUCCEEDED if outcome.ok else Ended.FAILED
-        self.apply(r, r.machine.entry_point_done(action.id, result, self.clock(), outcome.message))
+            log.warning("%s: %s", r.name, w)
+        self.apply(
+            r, r.machine.entry_point_done(action.id, _ENDED[outcome.ended], self.clock(),
+                                          outcome.message)
+        )  # fmt: skip
 
-    async def _run(self, fn: Callable[[], Any], on_error: Callable[[str], Any]) -> Any:
+    def _alive(self, r: Resource) -> bool:
+        """The resource's main process verifiably lives: the handle finds the same pid
+        (checked against /proc) that the daemon's pidfd watches, and it has not exited."""
+        watched = self.process.watched_pid(r.name)
+        return watched is not None and r.exited is None and r.handle.main_process() == watched
+
+    async def _run(
+        self, fn: Callable[[], Any], on_error: Callable[[str], Any], timeout: float | None = None
+    ) -> Any:
+        """``fn`` on a worker, bounded by ``timeout`` (the action's own) plus a little slack
+        for the entry point to report its own timeout first; TimedOut past it."""
         try:
-            return await self._loop.run_in_executor(self.pool, fn)
+            job = self._loop.run_in_executor(self.pool, fn)
+            if timeout is None:
+                return await job
+            try:
+                return await asyncio.wait_for(job, timeout + RUN_SLACK)
+            except TimeoutError:
+                raise TimedOut(f"no answer within {timeout:g} s") from None
+        except TimedOut:
+            raise
         except (DeadlineExceeded, Unreachable) as e:
             return on_error(str(e))
         except Exception as e:  # an entry point must never take the daemon down
-            log.exception("entry point failed")
+            log.error("entry point failed: %s: %s", type(e).__name__, e)
+            log.debug("entry point failure", exc_info=True)
             return on_error(f"internal error: {type(e).__name__}: {e}")
 
     # --- operator requests -------------------------------------------------------------
@@ -368,7 +458,7 @@ class Engine:
             "online": lambda: m.online(now),
             "offline": lambda: m.offline(now),
             "probe": lambda: m.probe(now),
-            "clear": lambda: m.clear(now),
+            "clear": lambda: m.clear_admin_wait(now) if m.state.admin_wait else m.clear(now),
             "freeze": lambda: m.set_frozen(True, now),
             "unfreeze": lambda: m.set_frozen(False, now),
             "migrate": lambda: m.migrate(target, now),
@@ -391,13 +481,22 @@ class Engine:
     async def probe_now(self, r: Resource) -> MonitorResult:
         """A monitor for an operator (``kvmguest monitor``), outside the framework's own:
         its answer feeds no decision."""
-        result = await self._run(r.handle.monitor, states.unknown)
+        timeout = float(r.handle.timeout("Monitor"))
+        try:
+            result = await self._run(r.handle.monitor, states.unknown, timeout)
+        except TimedOut as e:
+            return states.unknown(f"monitor: {e}")
         assert isinstance(result, MonitorResult)
         return result
 
     async def run_action(self, r: Resource, token: str, args: list[str]) -> Outcome:
         h = r.handle
-        out = await self._run(lambda: h.action(token, args), lambda m: Outcome(False, m))
+        timeout = float(h.timeout("Action"))
+        try:
+            out = await self._run(lambda: h.action(token, args), lambda m: Outcome(False, m),
+                                  timeout)  # fmt: skip
+        except TimedOut as e:
+            out = Outcome(False, f"action {token}: {e}", ended=Ended.TIMED_OUT)
         assert isinstance(out, Outcome)
         self.store.record(r.name, "action", f"{token}: {out.message}")
         return out

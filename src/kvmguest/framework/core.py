@@ -71,6 +71,10 @@ class MachineCore:
         self._clean_reason: CleanReason | None = None
         self._clean_aw = State.ONLINE_ADMIN_WAIT  # where exhausted clean retries lead
         self._aw_reason: CleanReason | None = None
+        self._aw_why = ""  # the ADMIN_WAIT's reason, for status and history
+        # ADMIN_WAIT because the managed system hung while the main process lived: a
+        # definite OFFLINE later (the process died) is handled as a fault again.
+        self._aw_hung = False
         self._verify_aw = False
         self._pending: _Pending | None = None
         self._seq = 0
@@ -117,6 +121,13 @@ class MachineCore:
     @property
     def last_result(self) -> MonitorResult | None:
         return self._last
+
+    @property
+    def admin_wait_reason(self) -> str | None:
+        """Why the resource waits for the operator (None when not in ADMIN_WAIT)."""
+        if not self._state.admin_wait:
+            return None
+        return self._aw_why or "waiting for the operator"
 
     @property
     def clean_reason(self) -> CleanReason | None:
@@ -347,11 +358,15 @@ class MachineCore:
         assert reason is not None, "a clean always has its reason"
         self._issue(RunClean(self._next_id(), float(self.policy.clean_timeout), reason), now)
 
-    def _admin_wait(self, state: State, reason: CleanReason, why: str) -> None:
+    def _admin_wait(
+        self, state: State, reason: CleanReason, why: str, because: str = "ManageFaults=NONE"
+    ) -> None:
         self._set(state)
         self._aw_reason = reason
+        self._aw_why = f"{why} ({because}, clean not called)"
+        self._aw_hung = False
         self._verify_aw = False
-        self._note(f"{why}: waiting for the operator (ManageFaults=NONE, clean not called)")
+        self._note(f"{why}: waiting for the operator ({because}, clean not called)")
 
     # --- entry point completions ------------------------------------------------------
 
@@ -389,7 +404,10 @@ class MachineCore:
             limit = self.policy.clean_retry_limit
             if limit and self._clean_failures > limit:
                 self._set(self._clean_aw)
-                self._aw_reason, self._goal = reason, None
+                self._aw_reason, self._goal, self._aw_hung = reason, None, False
+                self._aw_why = (
+                    f"clean failed {self._clean_failures} times (CleanRetryLimit {limit})"
+                )
                 self._note(f"{said}; CleanRetryLimit {limit} reached: waiting for the operator")
                 return
             if self._frozen:
@@ -482,7 +500,7 @@ class MachineCore:
 
     # --- monitor timeouts -------------------------------------------------------------
 
-    def _monitor_timeout(self, now: float, what: str) -> None:
+    def _monitor_timeout(self, now: float, what: str, alive: bool = False) -> None:
         first = self._first_monitor_timeout
         if first is None or now - first >= MONITOR_TIMEOUT_WINDOW:
             self._first_monitor_timeout, self._monitor_timeouts = now, 0
@@ -500,7 +518,17 @@ class MachineCore:
             s = State.ONLINE
         if s is State.ONLINE:
             self._stable_since = now
-            if reached:
+            if reached and alive and not self._frozen:
+                # Our rule where VCS would clean: the managed system hangs, but the main
+                # process verifiably lives. Clean would kill a healthy guest; the operator
+                # decides instead.
+                self._admin_wait(
+                    State.ONLINE_ADMIN_WAIT, CleanReason.MONITOR_HUNG,
+                    f"{hung}, while the main process is verifiably alive",
+                    "the managed system hangs",
+                )  # fmt: skip
+                self._aw_hung = True
+            elif reached:
                 self._set(State.ONLINE)
                 self._fault(CleanReason.MONITOR_HUNG, hung, now)
         elif s in (State.GOING_ONLINE, State.RESTARTING):

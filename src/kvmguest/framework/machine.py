@@ -78,18 +78,24 @@ class ResourceMachine(MachineCore):
         self._begin()
         if not self._accept(action_id, "monitor"):
             return self._finish(now)
-        self._monitor_timeouts = 0
-        self._first_monitor_timeout = None
+        if result.state is not _UNK:
+            # Only a definite answer ends a run of timeouts: a managed system that hangs,
+            # then refuses, then hangs again is still not answering.
+            self._monitor_timeouts = 0
+            self._first_monitor_timeout = None
         self._last = result
         self._on_result(result, now)
         return self._finish(now)
 
-    def monitor_timed_out(self, action_id: int, now: float) -> Decision:
+    def monitor_timed_out(
+        self, action_id: int, now: float, alive: bool = False, detail: str = ""
+    ) -> Decision:
+        """The monitor got no answer within MonitorTimeout. ``alive``: the resource's main
+        process is verifiably alive on this host (the managed system hangs, not the guest)."""
         self._begin()
         if self._accept(action_id, "monitor"):
-            self._monitor_timeout(
-                now, f"no answer within MonitorTimeout {self.policy.monitor_timeout} s"
-            )
+            what = detail or f"no answer within MonitorTimeout {self.policy.monitor_timeout} s"
+            self._monitor_timeout(now, what, alive)
         return self._finish(now)
 
     def entry_point_done(
@@ -354,6 +360,14 @@ class ResourceMachine(MachineCore):
     def _aw_result(self, r: MonitorResult, now: float) -> None:
         wanted_online = self._state is not State.GOING_OFFLINE_ADMIN_WAIT
         ok = r.state is _ON if wanted_online else r.state in (ResourceState.OFFLINE, _IO)
+        if self._aw_hung and self.policy.offline_means_fault(r.state):
+            # The live process the ADMIN_WAIT protected is gone: nothing left to protect,
+            # so the fault rules apply again (clean, restart) instead of waiting.
+            self._aw_hung = self._verify_aw = False
+            self._set(State.ONLINE)
+            what = f"went offline while waiting for the operator ({self._said(r)})"
+            self._fault(CleanReason.UNEXPECTED_OFFLINE, what, now)
+            return
         if not self._verify_aw:
             return  # the operator decides; the result is kept in last_result
         self._verify_aw = False
@@ -380,6 +394,8 @@ class ResourceMachine(MachineCore):
             "goal": self._goal.name if self._goal else None,
             "clean_reason": int(self._clean_reason) if self._clean_reason is not None else None,
             "aw_reason": int(self._aw_reason) if self._aw_reason is not None else None,
+            "aw_why": self._aw_why,
+            "aw_hung": self._aw_hung,
             "frozen": self._frozen,
             "tolerance": self._tolerance,
             "restarts": self._restarts,
@@ -418,6 +434,8 @@ class ResourceMachine(MachineCore):
             m._state = saved
             reason = data.get("aw_reason")
             m._aw_reason = CleanReason(int(reason)) if reason is not None else None
+            m._aw_why = str(data.get("aw_why") or "")
+            m._aw_hung = bool(data.get("aw_hung", False))
             return m
         m._intent = _restored_intent(saved, goal, Intent[str(data.get("intent", "NONE"))])
         return m

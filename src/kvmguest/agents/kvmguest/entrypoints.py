@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvmguest.agents.base import ACTION_OUTPUT_LIMIT as ACTION_OUTPUT_LIMIT
-from kvmguest.agents.base import CLEAN_REASONS, Outcome, cap_output
+from kvmguest.agents.base import CLEAN_REASONS, Ended, Outcome, cap_output
 from kvmguest.agents.kvmguest.hypervisor import Hypervisor, Progress
 from kvmguest.agents.kvmguest.params import GuestParams
 from kvmguest.agents.kvmguest.syncdir import write_definition
 from kvmguest.deadline import Clock, Deadline, DeadlineExceeded
-from kvmguest.errors import AgentError, NotAllowed
+from kvmguest.errors import AgentError, NotAllowed, Unreachable
 from kvmguest.model import states
 from kvmguest.model.resolver import Loaded, SystemInfo
 from kvmguest.model.states import MonitorResult, ResourceState
@@ -49,11 +49,24 @@ def _wait_for(
 ) -> MonitorResult:
     """Probe until ``done`` holds, ``limit`` seconds pass or the deadline is near."""
     wait = deadline.sub(limit)
+    last: MonitorResult | None = None
     while True:
         result = ctx.hv.probe(ctx.params, deadline)
+        if result.state is ResourceState.UNKNOWN and deadline.expired() and last is not None:
+            return last  # the deadline, not the guest, cut the last probe short
         if done(result) or wait.expired():
             return result
+        last = result
         ctx.hv.wait_changed(min(POLL_SECONDS, wait.remaining()))
+
+
+def _ended(e: Exception, deadline: Deadline) -> Ended:
+    """How an entry point that met ``e`` ended: by the error's type and the deadline."""
+    if isinstance(e, DeadlineExceeded) or deadline.expired():
+        return Ended.TIMED_OUT
+    if isinstance(e, Unreachable):
+        return Ended.UNREACHABLE
+    return Ended.FAILED
 
 
 def _is_online(r: MonitorResult) -> bool:
@@ -67,8 +80,10 @@ def _is_down(r: MonitorResult) -> bool:
 # --- monitor -----------------------------------------------------------------------
 
 
-def monitor(ctx: Context) -> MonitorResult:
-    deadline = ctx.deadline("Monitor")
+def monitor(ctx: Context, deadline: Deadline | None = None) -> MonitorResult:
+    """The guest's state. An UNKNOWN answer with ``deadline`` expired is a monitor timeout
+    (the daemon's handle reports it so); a refused connection answers UNKNOWN at once."""
+    deadline = deadline or ctx.deadline("Monitor")
     try:
         result = ctx.hv.probe(ctx.params, deadline)
     except AgentError as e:
@@ -105,11 +120,15 @@ def online(ctx: Context) -> Outcome:
             ctx, lambda r: _is_online(r) and r.confidence >= 100, p.delay_online, deadline
         )
     except DeadlineExceeded as e:
-        return Outcome(False, f"online of {p.resource}: {e}")
+        return Outcome(False, f"online of {p.resource}: {e}", ended=Ended.TIMED_OUT)
     except AgentError as e:
-        return Outcome(False, f"online of {p.resource} failed: {e}")
+        return Outcome(False, f"online of {p.resource} failed: {e}", ended=_ended(e, deadline))
     if result.state is ResourceState.ONLINE:
         return Outcome(True, f"{p.resource} online ({result.detail})", output="\n".join(notes))
+    if deadline.expired():
+        return Outcome(False, f"{p.resource} not online within OnlineTimeout "
+                       f"({deadline.seconds:g} s): {result.state.value}: {result.detail}",
+                       ended=Ended.TIMED_OUT)  # fmt: skip
     return Outcome(False, f"{p.resource} started but is {result.state.value}: {result.detail}")
 
 
@@ -146,7 +165,15 @@ def offline(ctx: Context) -> Outcome:
         ctx.progress(f"{p.resource}: shutting down, waiting up to {p.delay_offline} s")
         result = _wait_for(ctx, _is_down, p.delay_offline, deadline)
     except (AgentError, DeadlineExceeded) as e:
-        return Outcome(False, f"offline of {p.resource} failed: {e}")
+        return Outcome(False, f"offline of {p.resource} failed: {e}", ended=_ended(e, deadline))
+    if not _is_down(result) and deadline.expired():
+        # OfflineTimeout ended the wait before DelayAfterGuestOffline did: offline hung.
+        return Outcome(
+            False,
+            f"{p.resource} is still {result.state.value} at OfflineTimeout "
+            f"({deadline.seconds:g} s) after the shutdown request",
+            ended=Ended.TIMED_OUT,
+        )
     warnings = _sync(ctx, deadline)
     if _is_down(result):
         return Outcome(True, f"{p.resource} offline ({result.detail})", warnings)
@@ -168,7 +195,7 @@ def clean(ctx: Context, reason: int) -> Outcome:
         ctx.hv.power_off(p, deadline)
         result = _wait_for(ctx, lambda r: r.state is not ResourceState.ONLINE, 30, deadline)
     except (AgentError, DeadlineExceeded) as e:
-        return Outcome(False, f"clean of {p.resource} failed: {e}")
+        return Outcome(False, f"clean of {p.resource} failed: {e}", ended=_ended(e, deadline))
     warnings = _sync(ctx, deadline)
     if result.state is ResourceState.ONLINE:
         return Outcome(False, f"{p.resource} still runs after clean ({result.detail})", warnings)
@@ -207,7 +234,8 @@ def migrate(ctx: Context, target: str) -> Outcome:
         ctx.hv.migrate(p, info, deadline, ctx.progress)
         after = ctx.hv.probe(p, deadline)
     except (AgentError, DeadlineExceeded) as e:
-        return Outcome(False, f"migrate of {p.resource} to {target} refused or failed: {e}")
+        return Outcome(False, f"migrate of {p.resource} to {target} refused or failed: {e}",
+                       ended=_ended(e, deadline))  # fmt: skip
     return Outcome(True, f"{p.resource} migrated to {target}; here it is now {after.state.value}")
 
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from kvmguest.agents.base import Env, EventSink, Outcome, Progress
+from kvmguest.agents.base import Env, EventSink, Outcome, Progress, TimedOut
 from kvmguest.agents.kvmguest import entrypoints as ep
+from kvmguest.agents.kvmguest import procs
 from kvmguest.agents.kvmguest.libvirt_kvm import LibvirtKVM
 from kvmguest.agents.kvmguest.params import guest_params
 from kvmguest.agents.kvmguest.runner import DEFAULT_URI, context
 from kvmguest.model import states
 from kvmguest.model.attributes import Typed
 from kvmguest.model.resolver import Loaded
-from kvmguest.model.states import MonitorResult
+from kvmguest.model.states import MonitorResult, ResourceState
 
 if TYPE_CHECKING:  # the daemon's: a one-shot command must not pay for asyncio, libvirtaio
     import asyncio
@@ -41,7 +42,13 @@ class KvmHandle:
         return self.ctx.params.timeout(entry_point)
 
     def monitor(self) -> MonitorResult:
-        return ep.monitor(self.ctx)
+        deadline = self.ctx.deadline("Monitor")
+        result = ep.monitor(self.ctx, deadline)
+        if result.state is ResourceState.UNKNOWN and deadline.expired():
+            # The whole MonitorTimeout went by without an answer: a hung libvirtd or RHV-M
+            # (a refused connection answers UNKNOWN at once and is not a timeout).
+            raise TimedOut(result.detail)
+        return result
 
     def online(self) -> Outcome:
         return ep.online(self.ctx)
@@ -67,11 +74,9 @@ class KvmHandle:
             notify()
 
     def main_process(self) -> int | None:
-        if not self._watch:
-            return None
-        from kvmguest.agents.kvmguest.events import qemu_pid
-
-        return qemu_pid(self.key)
+        # Verified: the pid file's pid counts only while /proc says it is this guest's
+        # QEMU. The daemon's evidence that a guest lives while libvirt does not answer.
+        return procs.qemu_pid(self.key) if self._watch else None
 
     def process_exited(self, pid: int, result: MonitorResult) -> MonitorResult:
         return states.offline(f"QEMU process {pid} exited (libvirt: {result.detail})")
