@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from kvmguest.model.attributes import Typed
-from kvmguest.model.states import MonitorResult
+from kvmguest.model.states import MonitorResult, unknown
 
 if TYPE_CHECKING:  # annotations only: the one-shot monitor must not pay for asyncio
     import asyncio
@@ -108,6 +108,15 @@ class TimedOut(Exception):
     """Raised by :meth:`Handle.monitor` when the managed system did not answer within
     MonitorTimeout: the framework counts it toward FaultOnMonitorTimeouts. A managed system
     that refuses the connection is not a timeout: the monitor answers UNKNOWN."""
+
+
+def monitor_once(handle: Handle) -> MonitorResult:
+    """One monitor outside the daemon (a one-shot command, a probe on request): a monitor
+    timeout is UNKNOWN, as the exit code table says (only the daemon counts timeouts)."""
+    try:
+        return handle.monitor()
+    except TimedOut as e:
+        return unknown(f"no answer within MonitorTimeout: {e}")
 
 
 def cap_output(text: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from kvmguest.agents.base import CLEAN_REASONS
+from kvmguest.agents.base import CLEAN_REASONS, monitor_once
 from kvmguest.cli.app import EXIT_FAIL, done, finish, load_handle, resource_command
 from kvmguest.model.states import EXIT_UNKNOWN
 
@@ -21,7 +21,7 @@ from kvmguest.model.states import EXIT_UNKNOWN
 @click.pass_obj
 def monitor_cmd(obj: dict[str, Any], resource: str) -> None:
     handle = load_handle(obj, resource, EXIT_UNKNOWN)
-    result = handle.monitor()
+    result = monitor_once(handle)
     handle.close()
     if obj["json"]:
         click.echo(json.dumps(result.as_dict()))

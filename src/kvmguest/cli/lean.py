@@ -94,7 +94,7 @@ def _ask_running(opts: dict[str, str], config: str, system: str, uri: str) -> in
 def lean_monitor(opts: dict[str, str]) -> int | None:
     """The monitor's exit code, or None when the full path must answer."""
     from kvmguest.agents import registry
-    from kvmguest.agents.base import DEFAULT_CONFIG, DEFAULT_URI, Env, local_system
+    from kvmguest.agents.base import DEFAULT_CONFIG, DEFAULT_URI, Env, local_system, monitor_once
 
     config = opts.get("config") or os.environ.get("KVMGUEST_CONFIG") or DEFAULT_CONFIG
     system = local_system(opts.get("system"))
@@ -113,7 +113,7 @@ def lean_monitor(opts: dict[str, str]) -> int | None:
         handle = agent.runtime(Env(config, system, uri)).bind(loaded, opts["resource"])
     except KeyError:
         return None
-    result = handle.monitor()
+    result = monitor_once(handle)
     handle.close()
     return _print(result, opts["resource"], "json" in opts)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvmguest.agents import registry
-from kvmguest.agents.base import Env, EventSource, Runtime
+from kvmguest.agents.base import Env, EventSource, Runtime, monitor_once
 from kvmguest.agents.loader import Loaded
 from kvmguest.agents.ocf_interface import Observed, Ocf, OcfError, OcfSide
 from kvmguest.daemon.control import ControlError, ControlServer, request
@@ -341,7 +341,7 @@ class Companion:
             kind = loaded.cfg.resource(rid).kind
             handle = registry.require(kind).runtime(env).bind(loaded, rid)
             try:
-                return {"ok": True, **handle.monitor().as_dict()}
+                return {"ok": True, **monitor_once(handle).as_dict()}
             finally:
                 handle.close()
 
