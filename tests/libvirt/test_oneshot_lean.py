@@ -49,16 +49,18 @@ def cfg(tmp_path: Path) -> Path:
 
 def test_cached_path_answers_like_the_full_path(cfg: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
+    # The full path (no cache yet), as text and as JSON: what the cached path must repeat.
+    full_json = run(cfg, tmp_path / "cache-json", "monitor", "vm", "-c", str(cfg), "--json")
     full = run(cfg, cache, "monitor", "vm", "-c", str(cfg))
     assert full[0] == 110 and full[1] == "vm ONLINE (confidence 100): running\n"
+    assert full_json[0] == 110 and json.loads(full_json[1])["state"] == "ONLINE"
     for args in (["monitor", "vm", "-c", str(cfg)], ["-c", str(cfg), "monitor", "vm"],
                  [f"--config={cfg}", "monitor", "vm", "--json"]):  # fmt: skip
         code, out, imported = run(cfg, cache, *args, importtime=True)
         assert not {m for m in imported if m.split(".")[0] in ("click", "lark")}, args
         assert "kvmguest.cli.lean" in imported
         if "--json" in args:
-            assert code == 110 and json.loads(out) == {
-                "state": "ONLINE", "confidence": 100, "detail": "running"}  # fmt: skip
+            assert code == 110 and json.loads(out) == json.loads(full_json[1])
         else:
             assert (code, out) == full[:2]
 
