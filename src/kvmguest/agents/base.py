@@ -13,8 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from kvmguest.agents.host import DEFAULT_CONFIG, DEFAULT_URI, local_system
 from kvmguest.model.attributes import Typed
 from kvmguest.model.states import MonitorResult, unknown
+
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_URI", "local_system"]  # and what is defined below
 
 if TYPE_CHECKING:  # annotations only: the one-shot monitor must not pay for asyncio
     import asyncio
@@ -24,8 +27,6 @@ if TYPE_CHECKING:  # annotations only: the one-shot monitor must not pay for asy
 
 Progress = Callable[[str], None]
 
-DEFAULT_URI = "qemu:///system"
-DEFAULT_CONFIG = "/etc/kvmguest/main.cf"
 
 # The VCS clean reasons (the framework passes one to every clean).
 CLEAN_REASONS = {
@@ -37,18 +38,6 @@ CLEAN_REASONS = {
     5: "monitor hung (the monitor entry point kept timing out)",
 }
 ACTION_OUTPUT_LIMIT = 2048
-
-
-def local_system(explicit: str | None = None) -> str:
-    """This host's system name: --system, KVMGUEST_SYSTEM, or the short host name."""
-    if explicit:
-        return explicit
-    env = os.environ.get("KVMGUEST_SYSTEM")
-    if env:
-        return env
-    import socket  # only when the name must be asked of the host
-
-    return socket.gethostname().split(".")[0]
 
 
 @dataclass(frozen=True)

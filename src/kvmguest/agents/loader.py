@@ -7,9 +7,6 @@ daemon, the OCF adapter, the export and the CLI load configurations through here
 
 from __future__ import annotations
 
-import hashlib
-import os
-
 from kvmguest.agents import registry
 from kvmguest.model import config_cache, resolver
 from kvmguest.model.config import Config, ConfigInvalid, Diagnostic, TypeDef
@@ -40,22 +37,6 @@ def validate(cfg: Config) -> list[Diagnostic]:
     return validate_model(cfg, builtin_types(), hooks)
 
 
-def code_stamp() -> str:
-    """What a cached validation depends on besides the files: the code that validated it
-    (the model and every agent, their type texts and hooks), by name, size and mtime."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    parts: list[str] = []
-    for sub in ("model", "agents"):
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, sub)):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for name in sorted(filenames):
-                if name.endswith((".py", ".cf", ".lark")):
-                    st = os.stat(os.path.join(dirpath, name))
-                    parts.append(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}")
-    parts += sorted(a.type_name for a in registry.agents())
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
 class Loaded(resolver.Loaded):
     """A configuration with the registered agents' built-in types in force."""
 
@@ -72,12 +53,12 @@ class Loaded(resolver.Loaded):
         diags = diags or validate(cfg)
         if diags:
             raise ConfigInvalid(diags)
-        config_cache.store(cfg, code_stamp())
+        config_cache.store(cfg, registry.code_stamp())
         return cls(cfg)
 
     @classmethod
     def cached(cls, path: str) -> Loaded | None:
         """The configuration of ``path`` as :meth:`from_file` last validated it, while no
         file it was read from changed; None otherwise (then call from_file)."""
-        cfg = config_cache.lookup(path, code_stamp())
+        cfg = config_cache.lookup(path, registry.code_stamp())
         return cls(cfg) if cfg is not None else None

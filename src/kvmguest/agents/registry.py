@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from kvmguest.model.attributes import AttrDef
     from kvmguest.model.config import Block, Config, Diagnostic
     from kvmguest.model.resolver import Loaded
+    from kvmguest.model.states import MonitorResult
 
 
 class Agent:
@@ -52,6 +53,17 @@ class Agent:
     def ocf(self) -> OcfSide | None:
         """The Pacemaker side of the type (parameters, lean monitor, actions), if any."""
         return None
+
+    def oneshot_recipe(self, loaded: Loaded, resource: str, env: Env) -> dict[str, str] | None:
+        """What :meth:`oneshot_monitor` needs to monitor ``resource`` on ``env``'s system,
+        as strings (kept in the validated-configuration cache); None when only the full
+        entry point can (a one-shot then binds the resource)."""
+        return None
+
+    def oneshot_monitor(self, recipe: dict[str, str]) -> MonitorResult:
+        """The resource's monitor from its recipe alone: the one-shot command's lean path
+        (no configuration model), the same state table as the full monitor."""
+        raise NotImplementedError
 
     def demo(self, workdir: str | None) -> int | None:
         """Run the type's demonstration; None when it has none."""
@@ -131,3 +143,21 @@ def default_ocf_agent() -> Agent:
         names = ", ".join(a.type_name for a in found) or "none"
         raise KeyError(f"name the resource type (OCF_RESOURCE_TYPE): agents: {names}")
     return found[0]
+
+
+def code_stamp() -> str:
+    """What a cached validation depends on besides the files: the code that validated it
+    (the model and every agent, their type texts and hooks), by name, size and mtime."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts: list[str] = []
+    for sub in ("model", "agents"):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, sub)):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if name.endswith((".py", ".cf", ".lark")):
+                    st = os.stat(os.path.join(dirpath, name))
+                    parts.append(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}")
+    parts += sorted(a.type_name for a in agents())
+    from kvmguest.model.cache import sha256_hex
+
+    return sha256_hex("\n".join(parts).encode())

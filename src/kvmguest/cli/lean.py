@@ -8,7 +8,9 @@ options as the click command, before or after the command name) and answers, in 
    resource at once (their answer is as fresh as a direct probe);
 2. from the configuration as the full path last validated it (a cache checked against every
    file's inode, mtime, size and content hash), probing through the resource's agent —
-   neither click nor lark is imported;
+   neither click nor lark is imported; once an agent has given the resource's monitor
+   recipe (KVMGuest: the guest's name, the libvirt URI, MonitorTimeout), only the recipe is
+   read and the agent's lean probe runs, as the OCF monitor's does;
 3. otherwise, and for any other command or anything unusual (an unknown option, ``--help``,
    ``-v``, an invalid or changed configuration, an unknown resource), the click CLI, which
    prints the errors and exit codes of the CLI contract and refreshes the cache.
@@ -94,7 +96,8 @@ def _ask_running(opts: dict[str, str], config: str, system: str, uri: str) -> in
 def lean_monitor(opts: dict[str, str]) -> int | None:
     """The monitor's exit code, or None when the full path must answer."""
     from kvmguest.agents import registry
-    from kvmguest.agents.base import DEFAULT_CONFIG, DEFAULT_URI, Env, local_system, monitor_once
+    from kvmguest.agents.host import DEFAULT_CONFIG, DEFAULT_URI, local_system
+    from kvmguest.model import config_cache
 
     config = opts.get("config") or os.environ.get("KVMGUEST_CONFIG") or DEFAULT_CONFIG
     system = local_system(opts.get("system"))
@@ -102,20 +105,37 @@ def lean_monitor(opts: dict[str, str]) -> int | None:
     answered = _ask_running(opts, config, system, uri)
     if answered is not None:
         return answered
+    res = opts["resource"]
+    stamp = registry.code_stamp()
+    key = f"{res}\0{system}\0{uri}"
+    # 1. The resource's monitor recipe, kept with the validated configuration: the
+    #    configuration model is not even loaded.
+    recipe = config_cache.lookup_recipe(config, stamp, key)
+    agent = registry.get(recipe.get("type", "")) if recipe is not None else None
+    if recipe is not None and agent is not None:
+        return _print(agent.oneshot_monitor(recipe), res, "json" in opts)
+    # 2. The validated configuration itself: bind the resource through its agent (and keep
+    #    its recipe for the next time).
+    from kvmguest.agents.base import Env, monitor_once
     from kvmguest.agents.loader import Loaded
 
     loaded = Loaded.cached(config)
-    block = loaded.cfg.resources.get(opts["resource"]) if loaded is not None else None
+    block = loaded.cfg.resources.get(res) if loaded is not None else None
     agent = registry.get(block.kind) if block is not None else None
     if loaded is None or agent is None:
         return None
+    env = Env(config, system, uri)
     try:
-        handle = agent.runtime(Env(config, system, uri)).bind(loaded, opts["resource"])
+        recipe = agent.oneshot_recipe(loaded, res, env)
+        if recipe is not None:
+            config_cache.store_recipe(config, stamp, key, recipe)
+            return _print(agent.oneshot_monitor(recipe), res, "json" in opts)
+        handle = agent.runtime(env).bind(loaded, res)
     except KeyError:
         return None
     result = monitor_once(handle)
     handle.close()
-    return _print(result, opts["resource"], "json" in opts)
+    return _print(result, res, "json" in opts)
 
 
 def main() -> None:

@@ -10,22 +10,34 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 
-def cache_dir() -> Path:
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data``, hex: CPython's own implementation when it has one (hashlib loads
+    OpenSSL first, ~2 ms of a one-shot monitor), else hashlib's."""
+    try:
+        digest = __import__("_sha256").sha256
+    except ImportError:
+        import hashlib
+
+        digest = hashlib.sha256
+    return str(digest(data).hexdigest())
+
+
+def cache_dir() -> str:
+    # Strings, not pathlib: the one-shot monitor's lean path reads its cache through here.
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kvmguest"
+    return os.path.join(base, "kvmguest")
 
 
 def private(st: os.stat_result) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def read_cache(path: Path) -> bytes | None:
+def read_cache(path: str) -> bytes | None:
     """The cache file's bytes, or None when absent or not trusted."""
     try:
-        if not private(os.stat(path.parent)):
+        if not private(os.stat(os.path.dirname(path))):
             return None
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as f:
@@ -36,15 +48,16 @@ def read_cache(path: Path) -> bytes | None:
         return None
 
 
-def write_cache(path: Path, data: bytes) -> None:
+def write_cache(path: str, data: bytes) -> None:
     """Write a cache file atomically into our private cache directory (best effort)."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not private(os.stat(path.parent)):
+        parent = os.path.dirname(path)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        if not private(os.stat(parent)):
             return
         import tempfile  # writing is the rare case: the readers do not pay for it
 
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

@@ -9,29 +9,30 @@ so an edited, replaced or touched file is parsed and validated again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kvmguest.model.attributes import AttrDef, AttrType, Dimension
-from kvmguest.model.cache import cache_dir, read_cache, write_cache
-from kvmguest.model.config import Block, Config, GroupLink, Link, Pos, TypeDef
+from kvmguest.model.cache import cache_dir, read_cache, sha256_hex, write_cache
+
+# The recipes' readers must not pay for dataclasses: the configuration's classes are only
+# imported where a whole configuration is written or read.
+if TYPE_CHECKING:
+    from kvmguest.model.config import Block, Config, Pos, TypeDef
 
 FORMAT = 1
 
 
-def _entry(path: str, stamp: str) -> Path:
-    key = hashlib.sha256(f"{os.path.realpath(path)}\0{stamp}".encode()).hexdigest()[:24]
-    return cache_dir() / f"config-{key}.json"
+def _entry(path: str, stamp: str) -> str:
+    key = sha256_hex(f"{os.path.realpath(path)}\0{stamp}".encode())[:24]
+    return os.path.join(cache_dir(), f"config-{key}.json")
 
 
 def _fingerprint(path: str) -> list[Any] | None:
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+            digest = sha256_hex(f.read())
     except OSError:
         return None
     return [path, st.st_ino, st.st_mtime_ns, st.st_size, digest]
@@ -42,6 +43,8 @@ def _pos(p: Pos) -> list[Any]:
 
 
 def _unpos(v: list[Any]) -> Pos:
+    from kvmguest.model.config import Pos
+
     return Pos(str(v[0]), int(v[1]), int(v[2]))
 
 
@@ -52,6 +55,8 @@ def _block(b: Block) -> dict[str, Any]:
 
 
 def _unblock(d: dict[str, Any]) -> Block:
+    from kvmguest.model.config import Block
+
     return Block(d["kind"], d["name"], d["attrs"], d["local"], _unpos(d["pos"]),
                  {k: _unpos(p) for k, p in d["attr_pos"].items()}, d["group"])  # fmt: skip
 
@@ -64,6 +69,9 @@ def _type(t: TypeDef) -> dict[str, Any]:
 
 
 def _untype(d: dict[str, Any]) -> TypeDef:
+    from kvmguest.model.attributes import AttrDef, AttrType, Dimension
+    from kvmguest.model.config import TypeDef
+
     attrs = {
         a["name"]: AttrDef(a["name"], AttrType(a["type"]), Dimension(a["dimension"]),
                            a["default"], a["static"], a["temp"], tuple(a["keys"]))
@@ -87,6 +95,8 @@ def to_data(cfg: Config) -> dict[str, Any]:
 
 
 def from_data(d: dict[str, Any]) -> Config:
+    from kvmguest.model.config import Config, GroupLink, Link
+
     return Config(
         path=d["path"], includes=list(d["includes"]),
         types={t["name"]: _untype(t) for t in d["types"]},
@@ -105,12 +115,11 @@ def store(cfg: Config, stamp: str) -> None:
     prints = [_fingerprint(f) for f in cfg.files]
     if not cfg.files or any(p is None for p in prints):
         return
-    data = {"format": FORMAT, "files": prints, "config": to_data(cfg)}
+    data = {"format": FORMAT, "files": prints, "config": to_data(cfg), "recipes": {}}
     write_cache(_entry(cfg.path, stamp), json.dumps(data).encode())
 
 
-def lookup(path: str, stamp: str) -> Config | None:
-    """The cached configuration of ``path``, when every file it came from is unchanged."""
+def _valid_entry(path: str, stamp: str) -> dict[str, Any] | None:
     raw = read_cache(_entry(path, stamp))
     if raw is None:
         return None
@@ -121,6 +130,37 @@ def lookup(path: str, stamp: str) -> Config | None:
         for fp in data["files"]:
             if _fingerprint(str(fp[0])) != fp:
                 return None
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def lookup(path: str, stamp: str) -> Config | None:
+    """The cached configuration of ``path``, when every file it came from is unchanged."""
+    data = _valid_entry(path, stamp)
+    if data is None:
+        return None
+    try:
         return from_data(data["config"])
     except (ValueError, KeyError, TypeError, IndexError):
         return None
+
+
+def lookup_recipe(path: str, stamp: str, key: str) -> dict[str, str] | None:
+    """A resource's monitor recipe kept beside the cached configuration of ``path`` (see
+    :func:`store_recipe`), while every file is unchanged; no configuration is rebuilt."""
+    data = _valid_entry(path, stamp)
+    recipe = data.get("recipes", {}).get(key) if data is not None else None
+    if not isinstance(recipe, dict) or not all(isinstance(v, str) for v in recipe.values()):
+        return None
+    return recipe
+
+
+def store_recipe(path: str, stamp: str, key: str, recipe: dict[str, str]) -> None:
+    """Keep a resource's monitor recipe (an agent's, strings only) in the entry of ``path``
+    (best effort; an entry that no longer holds is left alone)."""
+    data = _valid_entry(path, stamp)
+    if data is None:
+        return
+    data.setdefault("recipes", {})[key] = recipe
+    write_cache(_entry(path, stamp), json.dumps(data).encode())

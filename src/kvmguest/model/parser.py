@@ -82,7 +82,7 @@ def _lark() -> Lark:
 
 def _cache_path(grammar: str) -> Path:
     key = hashlib.sha256(f"{lark.__version__}\0{grammar}".encode()).hexdigest()[:24]
-    return cache_dir() / f"parser-{key}.lark"
+    return Path(cache_dir()) / f"parser-{key}.lark"
 
 
 def _load_cached_parser(grammar: str) -> Lark | None:
@@ -102,7 +102,7 @@ def _load_cached_parser(grammar: str) -> Lark | None:
 def _save_cached_parser(grammar: str, parser: Lark) -> None:
     buf = io.BytesIO()
     parser.save(buf)
-    write_cache(_cache_path(grammar), buf.getvalue())
+    write_cache(str(_cache_path(grammar)), buf.getvalue())
 
 
 def unquote(text: str) -> str:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 from functools import cache
-from pathlib import Path
 
 from kvmguest.model.attributes import AttrDef, AttrType, Dimension
 from kvmguest.model.cache import cache_dir, read_cache, write_cache
@@ -48,8 +47,9 @@ def _read(name: str) -> dict[str, TypeDef]:
 # stale one).
 
 
-def _cache_file(text: str) -> Path:
-    return cache_dir() / f"types-{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+def _cache_file(text: str) -> str:
+    name = f"types-{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+    return os.path.join(cache_dir(), name)
 
 
 def _from_cache(text: str) -> dict[str, TypeDef] | None:

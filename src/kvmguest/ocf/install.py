@@ -23,7 +23,7 @@ from kvmguest.ocf.companion_client import FALLBACK
 from kvmguest.ocf.metadata import render, version
 
 OCF_DIR = Path("/usr/lib/ocf/resource.d/kvmguest")
-# The companion's monitor client, run by path (stdlib only: no import of kvmguest).
+# The companion's monitor client (stdlib only: imported alone, not as part of kvmguest).
 CLIENT = str(Path(companion_client.__file__).resolve())
 _EOF = "__KVMGUEST_METADATA_END__"
 
@@ -50,6 +50,11 @@ def wrapper(
     if _EOF in metadata_xml:
         raise InstallError("the meta-data holds the here-document delimiter")
     type_q = shlex.quote(type_name)
+    # Imported, not run as a script: its compiled form is used (compiling it costs ~1 ms).
+    client_code = (
+        f"import sys; sys.path.insert(0, {json.dumps(os.path.dirname(client))}); "
+        "import companion_client; companion_client.main()"
+    )
     # -S: no site (its .pth processing costs every monitor ~2 ms; the agent runs it itself
     # when it needs more than the lean path); -c: no runpy (~3 ms).
     if paths:
@@ -73,7 +78,7 @@ monitor|status)
     # the standard library only; exit {FALLBACK}: it cannot, take the direct path below.
     if [ -S "${{KVMGUEST_COMPANION_SOCKET:-{COMPANION_SOCKET}}}" ] && [ -x "$KVMGUEST_PYTHON" ]
     then
-        OCF_RESOURCE_TYPE={type_q} "$KVMGUEST_PYTHON" -I -S {shlex.quote(client)} "$1"
+        OCF_RESOURCE_TYPE={type_q} "$KVMGUEST_PYTHON" -I -S -c {shlex.quote(client_code)} "$1"
         rc=$?
         [ "$rc" -ne {FALLBACK} ] && exit "$rc"
     fi

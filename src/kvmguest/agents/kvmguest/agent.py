@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from kvmguest.model.attributes import AttrDef
     from kvmguest.model.config import Block, Config, Diagnostic
     from kvmguest.model.resolver import Loaded
+    from kvmguest.model.states import MonitorResult
 
 
 class KVMGuestAgent(Agent):
@@ -46,6 +47,24 @@ class KVMGuestAgent(Agent):
         from kvmguest.agents.kvmguest.ocf_side import SIDE
 
         return SIDE
+
+    def oneshot_recipe(self, loaded: Loaded, resource: str, env: Env) -> dict[str, str] | None:
+        from kvmguest.agents.host import DEFAULT_URI
+        from kvmguest.agents.kvmguest.params import guest_params
+
+        p = guest_params(loaded, resource, env.system)
+        if p.rhev or p.ce_info.get("Enabled") == "1":
+            return None  # RHV-M, or a CEInfo heartbeat: the full monitor's
+        return {"type": KVMGUEST, "guest_name": p.guest_name, "uri": env.uri or DEFAULT_URI,
+                "timeout": str(p.timeout("Monitor"))}  # fmt: skip
+
+    def oneshot_monitor(self, recipe: dict[str, str]) -> MonitorResult:
+        # The OCF monitor's lean probe (libvirt and the state table only), whose answers
+        # the tests compare with the full monitor's.
+        from kvmguest.agents.kvmguest.fastmon import probe
+        from kvmguest.deadline import Deadline
+
+        return probe(recipe["guest_name"], recipe["uri"], Deadline(float(recipe["timeout"])))
 
     def demo(self, workdir: str | None) -> int:
         from kvmguest.agents.kvmguest.demo import run_demo
