@@ -177,7 +177,6 @@ def recovery(label: str, agent: str, params: dict[str, str], name: str, serial: 
 
 
 def bench_recovery(name: str, kills: int, reaper: bool) -> None:
-    node = pm.crm("crm_node", "-n").strip() if shutil.which("crm_node") else "node"
     print(f"\n== kill -9 of the guest's QEMU until it runs again under Pacemaker (one-node "
           f"cluster, {kills} kills each)", flush=True)  # fmt: skip
     with pm.guest_files(name) as (xml, serial), pm.one_node_cluster():
