@@ -376,3 +376,53 @@ def test_the_companion_socket_refuses_other_users_and_a_managing_agent(tmp_path:
         assert proc.wait(60) == 0, (tmp_path / "companion.log").read_text()
         assert not sock.exists()
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_the_companion_follows_the_notifications(tmp_path: Path) -> None:
+    """What the companion watches, from the OCF agent's notifications alone (on libvirt's
+    test:///default driver, whose guest "test" runs): a planned stop ends the watch, a
+    late monitor does not bring it back, and a guest claimed by a new resource is watched
+    as that resource only."""
+    sock = tmp_path / "pacemaker.sock"
+    proc = _start([sys.executable, "-m", "kvmguest", "--system", "nodeX", "agent", "--pacemaker",
+                   "--socket", str(sock), "--agent-socket", str(tmp_path / "none.sock")],
+                  tmp_path / "companion.log")  # fmt: skip
+    sys.path.insert(0, str(Path(CLIENT).parent))
+    try:
+        import companion_client as cc
+
+        def env(rid: str, **extra: str) -> dict[str, str]:
+            return {"KVMGUEST_COMPANION_SOCKET": str(sock), "OCF_RESOURCE_TYPE": "KVMGuest",
+                    "OCF_RESOURCE_INSTANCE": rid, "OCF_RESKEY_guest_name": "test",
+                    "OCF_RESKEY_hypervisor": "test:///default", **extra}  # fmt: skip
+
+        def watched() -> list[str]:
+            st = cc.ask(str(sock), {"cmd": "status"}, 5)
+            assert st is not None and st["ok"], st
+            return sorted(str(r["resource"]) for r in st["resources"])  # type: ignore[union-attr]
+
+        wait_for(lambda: sock.exists(), 60, what="the companion's socket")
+        monitor = {"OCF_RESKEY_CRM_meta_interval": "10000"}
+        assert cc.monitor(env("a", **monitor)) == cc.FALLBACK  # not watched: direct path
+        cc.notify(env("a"), "start", "pre")
+        cc.notify(env("a"), "start", "post", 0)
+        assert watched() == ["a"]
+        assert cc.monitor(env("a", **monitor)) == 0  # answered by the companion
+        assert cc.monitor(env("a")) == cc.FALLBACK  # a probe: always the direct path
+        cc.notify(env("a"), "stop", "pre")
+        assert watched() == []
+        cc.notify(env("a", **monitor), "monitor", "post", 0)  # a late monitor's "running"
+        assert watched() == []
+        cc.notify(env("a"), "start", "post", 1)  # a failed start watches nothing
+        assert watched() == []
+        cc.notify(env("a"), "start", "pre")
+        cc.notify(env("a"), "start", "post", 0)
+        cc.notify(env("b"), "start", "pre")
+        cc.notify(env("b"), "start", "post", 0)  # the same guest, now resource b
+        assert watched() == ["b"]
+        cc.notify(env("c", **monitor), "monitor", "post", 0)  # a companion catching up
+        assert watched() == ["c"]
+    finally:
+        sys.path.remove(str(Path(CLIENT).parent))
+        proc.terminate()
+        assert proc.wait(60) == 0, (tmp_path / "companion.log").read_text()

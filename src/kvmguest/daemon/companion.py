@@ -155,6 +155,10 @@ class Companion:
         # Resources whose stop or migration away has begun: a late monitor's notification
         # must not start watching them again until they start anew.
         self.leaving: set[str] = set()
+        # Bumped at every notification of a resource: a watch that began before a newer
+        # notification (a stop that began while a monitor's "running" was being acted on)
+        # is dropped instead of watching a resource that is going away.
+        self.epochs: dict[str, int] = {}
         self.pool: Executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="companion")
         self.process = QemuWatch(loop)
         self.runtimes: dict[tuple[str, str], Runtime] = {}
@@ -193,10 +197,13 @@ class Companion:
             await source.start()
 
     async def watch(self, rid: str, kind: str, params: dict[str, str]) -> Watch | None:
+        epoch = self.epochs.get(rid, 0)
         side = self.side(kind)
         env = side.from_environ({f"OCF_RESKEY_{k}": v for k, v in params.items()}
                                 | {"OCF_RESOURCE_INSTANCE": rid})  # fmt: skip
         observed = await self.loop.run_in_executor(self.pool, side.observe, env)
+        if self.epochs.get(rid, 0) != epoch:
+            return None  # superseded while we looked (a stop, a new start)
         if observed is None:
             log.info("%s: not watched (its monitor needs the direct path)", rid)
             self.unwatch(rid)
@@ -205,12 +212,22 @@ class Companion:
         if old is not None and old.params == params and not old.reported:
             return old
         self.unwatch(rid)
+        for other in list(self.watches.values()):
+            # One guest, one resource: a resource that still claims this guest here (its
+            # stop went unnoticed) must not report the new one's deaths as its own.
+            if other.kind == kind and (other.observed.key, other.observed.uri) == (
+                observed.key,
+                observed.uri,
+            ):
+                log.warning("%s: %s is %s now; no longer watched as %s", other.resource,
+                            observed.key, rid, other.resource)  # fmt: skip
+                self.unwatch(other.resource)
         w = Watch(rid, kind, params, observed)
         self.watches[rid] = w
         log.info("%s: watching %s (%s)", rid, observed.key, kind)
         await self._events_for(kind, observed.uri)
         await self.reprobe(w, "watch")
-        return w
+        return self.watches.get(rid)
 
     def unwatch(self, rid: str) -> None:
         if self.watches.pop(rid, None) is not None:
@@ -310,6 +327,8 @@ class Companion:
     async def notify(self, req: dict[str, Any]) -> dict[str, Any]:
         rid, kind, params = self._params(req)
         action, phase, rc = req["action"], req["phase"], req.get("rc")
+        if action != "monitor":
+            self.epochs[rid] = self.epochs.get(rid, 0) + 1
         if phase == "pre" and action in _STOPS:
             self.leaving.add(rid)
             self.unwatch(rid)
