@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kvmguest.agents import registry
 from kvmguest.model import resolver
-from kvmguest.model.config import Config, ConfigInvalid, Diagnostic, TypeDef
+from kvmguest.model.config import Config, ConfigInvalid, Diagnostic, TypeDef, errors_of
 from kvmguest.model.parser import load
 from kvmguest.model.types import parse_types
 from kvmguest.model.validate import Hook
@@ -49,6 +49,6 @@ class Loaded(resolver.Loaded):
         """Parse and validate; raises ConfigInvalid (with positions) on any error."""
         cfg, diags = load(path)
         diags = diags or validate(cfg)
-        if diags:
+        if errors_of(diags):
             raise ConfigInvalid(diags)
         return cls(cfg)

@@ -58,6 +58,9 @@ class Resource:
     kind: str  # the resource's type
     since: float = field(default_factory=time.time)
     last_monitor: float | None = None
+    # Why the last entry point failed (e.g. a migration libvirt refused): `group switch`
+    # reports it, not only `history`.
+    last_failure: str | None = None
     # The main process whose exit we saw before the managed system did (monitor reports
     # OFFLINE for it).
     exited: int | None = None
@@ -339,6 +342,7 @@ class Engine:
         self.store.record(
             r.name, action.kind, ("succeeded: " if outcome.ok else "failed: ") + outcome.message
         )
+        r.last_failure = None if outcome.ok else f"{action.kind} failed: {outcome.message}"
         for w in outcome.warnings:
             self.store.record(r.name, "warning", w)
         result = Ended.SUCCEEDED if outcome.ok else Ended.FAILED

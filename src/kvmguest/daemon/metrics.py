@@ -2,7 +2,37 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from typing import Any
+
+try:
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        start_http_server,
+    )
+
+    AVAILABLE = True
+except ImportError:  # optional (the `metrics` extra; Debian: Recommends)
+    AVAILABLE = False
+
+    class _Unused:
+        """Stands in for a metric when prometheus-client is absent: the engine records its
+        numbers as always, and nothing serves them."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def labels(self, *args: Any) -> _Unused:
+            return self
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: None
+
+    CollectorRegistry = Counter = Gauge = Histogram = _Unused  # type: ignore[misc,assignment]
+
+MISSING = "install prometheus-client (python3-prometheus-client) to serve metrics"
 
 STATES = (
     "ONLINE", "OFFLINE", "INTENTIONAL OFFLINE", "UNKNOWN", "FAULTED", "PROBING",
@@ -51,4 +81,6 @@ class Metrics:
             self.state.labels(resource, s).set(1 if s == state else 0)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        if not AVAILABLE:
+            raise RuntimeError(MISSING)
         start_http_server(port, addr=addr, registry=self.registry)

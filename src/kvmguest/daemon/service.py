@@ -142,8 +142,8 @@ class Service:
                 state = await self.engine.wait_for(r, lambda s: s is not State.MIGRATING, limit)
                 last = r.machine.last_result
                 if state is State.ONLINE:
-                    return {"ok": False, "error": f"{name} did not migrate: "
-                            f"{last.detail if last else state.value}"}  # fmt: skip
+                    why = r.last_failure or (last.detail if last else state.value)
+                    return {"ok": False, "error": f"{name} did not migrate: {why}"}
                 await progress(f"{name}: {state.value} here")
         return {"ok": True, **self._gstatus(group)}
 
@@ -161,6 +161,11 @@ class Service:
             names = [s.resource for s in plan_clear(spec, self.states()).steps]
         else:
             names = list(spec.resources)
+            frozen = [self.engine.resources[n].machine.frozen for n in names]
+            if (what == "freeze" and all(frozen)) or (what == "unfreeze" and not any(frozen)):
+                state = "frozen" if what == "freeze" else "not frozen"
+                return {"ok": True, "done": [], "message": f"group {group} is already {state}",
+                        **self._gstatus(group)}  # fmt: skip
         for name in names:
             self.engine.request(self.engine.resources[name], what)
         return {"ok": True, "done": names, **self._gstatus(group)}
@@ -206,6 +211,8 @@ class Service:
             return {"ok": True, "system": eng.env.system, "connected": eng.connected,
                     "resources": res, "groups": groups}  # fmt: skip
         if cmd == "history":
+            if req.get("resource"):
+                eng.resource(req["resource"])  # an unknown resource is an error, as for status
             rows = eng.store.history(req.get("resource"), int(req.get("limit", 50)))
             return {"ok": True, "history": [r.as_dict() for r in rows]}
         if cmd == "group":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,9 +36,21 @@ def launch_code(paths: list[str], type_name: str) -> str:
     )
 
 
-def wrapper(python: str, metadata_xml: str, type_name: str, paths: list[str] | None = None) -> str:
+def wrapper(
+    python: str,
+    metadata_xml: str,
+    type_name: str,
+    paths: list[str] | None = None,
+    packaged: bool = False,
+) -> str:
     if _EOF in metadata_xml:
         raise InstallError("the meta-data holds the here-document delimiter")
+    origin = (
+        f"installed by the kvmguest package (kvmguest {version()}); dpkg upgrades it."
+        if packaged
+        else f"written by `kvmguest ocf install` (kvmguest {version()})."
+    )
+    again = "reinstall the kvmguest package" if packaged else "kvmguest ocf install"
     # -S: no site (its .pth processing costs every monitor ~2 ms; the agent runs it itself
     # when it needs more than the lean path); -c: no runpy (~3 ms).
     if paths:
@@ -45,10 +58,10 @@ def wrapper(python: str, metadata_xml: str, type_name: str, paths: list[str] | N
     else:
         run = "-P -m kvmguest.ocf"
     return f"""#!/bin/sh
-# ocf:kvmguest:{type_name} -- written by `kvmguest ocf install` (kvmguest {version()}).
+# ocf:kvmguest:{type_name} -- {origin}
 # meta-data is answered here, from XML written at install time: Pacemaker's controller runs
 # it as user hacluster, who may not be able to run the Python below. Every other action
-# runs the agent in that Python. Reinstall after upgrading kvmguest.
+# runs the agent in that Python.
 KVMGUEST_PYTHON={shlex.quote(python)}
 case "$1" in
 meta-data)
@@ -59,7 +72,7 @@ meta-data)
 esac
 if [ ! -x "$KVMGUEST_PYTHON" ]; then
     echo "${{OCF_EXIT_REASON_PREFIX:-ocf-exit-reason:}}$KVMGUEST_PYTHON is not executable; \
-reinstall the agent with: kvmguest ocf install" >&2
+{again}" >&2
     exit 5
 fi
 # -P: the working directory (Pacemaker's cores directory) is not put on sys.path.
@@ -121,16 +134,52 @@ def check_python(python: str) -> list[str]:
     return paths
 
 
+def dpkg_owner(path: Path) -> str | None:
+    """The Debian package that owns ``path`` (``dpkg-query -S``), or None."""
+    if shutil.which("dpkg-query") is None:
+        return None
+    try:
+        proc = subprocess.run(
+            ["dpkg-query", "-S", str(path)], capture_output=True, text=True, timeout=30,
+            check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    # "kvmguest: /usr/lib/ocf/resource.d/kvmguest/KVMGuest" (diversions start otherwise)
+    for line in proc.stdout.splitlines():
+        owner, sep, owned = line.partition(": ")
+        if sep and owned.strip() == str(path):
+            return owner.split(",")[0].strip()
+    return None
+
+
 def install(
-    python: str | None = None, dest_dir: Path = OCF_DIR, *, check: bool = True
+    python: str | None = None,
+    dest_dir: Path = OCF_DIR,
+    *,
+    check: bool = True,
+    packaged: bool = False,
 ) -> list[Path]:
-    """Write every OCF agent's wrapper (mode 0755) atomically; returns their paths."""
+    """Write every OCF agent's wrapper (mode 0755) atomically; returns their paths.
+    Refuses (InstallError, nothing written) a path that a Debian package owns."""
     interpreter = python or sys.executable
+    agents = registry.ocf_agents()
+    if not packaged:
+        for agent in agents:
+            owner = dpkg_owner(dest_dir / agent.type_name)
+            if owner is not None:
+                raise InstallError(
+                    f"{dest_dir / agent.type_name} belongs to the Debian package {owner}, "
+                    "which installs and upgrades the agents itself; nothing was written "
+                    "(to use this copy instead, remove that package or give --dir)"
+                )
     paths = check_python(interpreter) if check else None
     written = []
-    for agent in registry.ocf_agents():
+    for agent in agents:
         name = agent.type_name
-        text = wrapper(interpreter, render(type_name=name), name, paths)
+        text = wrapper(interpreter, render(type_name=name), name, paths, packaged)
         dest = dest_dir / name
         dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest.parent)
@@ -157,3 +206,43 @@ def uninstall(dest_dir: Path = OCF_DIR) -> list[Path]:
             continue
         removed.append(dest)
     return removed
+
+
+SYSTEMD_DIR = Path("/etc/systemd/system")
+PACKAGED_PROGRAM = "/usr/bin/kvmguest"
+
+
+def unit_texts(program: str) -> dict[str, str]:
+    """The project's systemd units (packaging/systemd, shipped as package data) with their
+    ``ExecStart=/usr/bin/kvmguest`` pointing at ``program``, the kvmguest really run."""
+    import importlib.resources
+
+    units = importlib.resources.files("kvmguest.ocf") / "units"
+    out = {}
+    for entry in sorted(units.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".service"):
+            text = entry.read_text()
+            out[entry.name] = text.replace(f"={PACKAGED_PROGRAM} ", f"={program} ")
+    return out
+
+
+def install_units(program: str, dest_dir: Path = SYSTEMD_DIR) -> list[Path]:
+    """Write the units for a kvmguest that is not the package's (a pip install), unless a
+    package owns them; returns the paths written. Enabling them is the operator's call."""
+    written = []
+    for name, text in unit_texts(program).items():
+        dest = dest_dir / name
+        if dpkg_owner(dest) is not None or dpkg_owner(Path("/lib/systemd/system") / name):
+            continue
+        dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(dest)
+    return written

@@ -3,6 +3,7 @@ types (GuestName, RHEVMInfo, CEInfo, DROpts), each with its position."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -31,6 +32,12 @@ def check_rhevminfo(info: dict[str, str]) -> list[str]:
     for key in ("User", "Password", "Cluster"):
         if info.get(key, "NONE") in ("", "NONE"):
             errors.append(f"RHEVMInfo.{key} is required when RHEVMInfo.Enabled = 1")
+    # Debian does not ship the oVirt SDK: the package runs without it, RHEV resources do not.
+    if importlib.util.find_spec("ovirtsdk4") is None:
+        errors.append(
+            "RHEVMInfo.Enabled = 1 needs the oVirt SDK: install ovirt-engine-sdk-python "
+            "(pip install 'kvmguest[rhevm]'; docs/rhevm.md)"
+        )
     return errors
 
 
