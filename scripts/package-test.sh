@@ -44,7 +44,8 @@ rm -rf "$WORK/src" && mkdir -p "$WORK/src"
 }
 debs=("$WORK"/kvmguest_*.deb "$WORK"/kvmguest-guest_*.deb)
 log "built: $(cd "$WORK" && ls ./*.deb | tr '\n' ' ')"
-lintian_out=$(lintian --no-tag-display-limit "$WORK"/*.changes 2>&1) || true
+lintian_out=$(lintian --tag-display-limit 0 "$WORK"/*.changes 2>&1 |
+    grep -v 'running with root privileges') || true
 printf '%s\n' "$lintian_out" | sed 's/^/    lintian: /' >&2
 log "lintian summary: $(printf '%s\n' "$lintian_out" | grep -cE '^E: ' || true) error(s), $(
     printf '%s\n' "$lintian_out" | grep -cE '^W: ' || true) warning(s), $(
@@ -68,6 +69,11 @@ exec 9>/tmp/kvmguest-system.lock
 log "waiting for /tmp/kvmguest-system.lock"
 flock 9
 GUEST=kvmguest-pkgtest-$$
+OCF=/usr/lib/ocf/resource.d/kvmguest
+# An agent a test wrote there (`kvmguest ocf install`) is put back after the purge.
+if [[ -d $OCF ]]; then
+    cp -a "$OCF" "$WORK/ocf-before"
+fi
 purge() {
     local rc=$?
     virsh -q -c qemu:///system destroy "$GUEST" >/dev/null 2>&1 || true
@@ -76,6 +82,9 @@ purge() {
     if dpkg-query -W -f='${Status}' kvmguest 2>/dev/null | grep -q installed; then
         log "FAILED: kvmguest is still installed after the purge"
         rc=1
+    fi
+    if [[ -d $WORK/ocf-before ]]; then
+        mkdir -p "$OCF" && cp -a "$WORK/ocf-before/." "$OCF/"
     fi
     [[ -z ${CFG:-} ]] || scratch_cleanup
     cleanup_work
@@ -87,11 +96,18 @@ log "apt-get install ./kvmguest_*.deb ./kvmguest-guest_*.deb"
     ./kvmguest_*.deb ./kvmguest-guest_*.deb >"$WORK/install.log" 2>&1) || {
     tail -30 "$WORK/install.log" >&2; log "FAILED: apt-get install"; exit 1; }
 log "installed under /usr/lib/ocf and /lib/systemd:"
-dpkg -L kvmguest kvmguest-guest | grep -E '^(/usr)?/lib/(ocf|systemd)/.+[^/]$' | sort | sed 's/^/    /' >&2
+for f in $(dpkg -L kvmguest kvmguest-guest | grep -E '^(/usr)?/lib/(ocf|systemd)/' | sort -u); do
+    [[ -f $f ]] && printf '    %s\n' "$(ls -l "$f")" >&2
+done
 for unit in $(dpkg -L kvmguest kvmguest-guest | grep -E '/lib/systemd/system/.+\.service$'); do
     grep -q '^ConditionPathExists=\|kvmguest-net-reconfig' "$unit" || {
         log "FAILED: $unit has no ConditionPathExists"; exit 1; }
 done
+# A pip install's `kvmguest ocf install` must not overwrite what dpkg owns.
+if out=$("$REPO/.venv/bin/kvmguest" ocf install --no-units 2>&1); then
+    log "FAILED: kvmguest ocf install overwrote the package's agent: $out"; exit 1
+fi
+log "kvmguest ocf install (venv) with the package installed: refused: $out"
 [[ $(head -1 /usr/bin/kvmguest) == '#!/usr/bin/python3' ]] || {
     log "FAILED: /usr/bin/kvmguest does not run Debian's python3"; exit 1; }
 

@@ -212,7 +212,9 @@ def group_cmd(
     if op == "switch" and not target:
         raise click.UsageError("switch needs --to SYSTEM")
     reply = _call(obj, socket_path, "group", op=op, group=group, to=target)
-    text = reply.get("message") or f"group {group}: {reply.get('group_state', 'done')}"
+    state = reply.get("group_state", "done")
+    done_as = {"freeze": f"frozen ({state})", "unfreeze": f"unfrozen ({state})"}
+    text = reply.get("message") or f"group {group}: {done_as.get(op, state)}"
     _done(obj, reply, text)
 
 
