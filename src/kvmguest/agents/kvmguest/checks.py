@@ -15,6 +15,13 @@ from kvmguest.model.config import Block, Config, Diagnostic
 AssocCheck = Callable[[dict[str, str]], list[str]]
 
 
+def _have_ovirt_sdk() -> bool:
+    try:
+        return importlib.util.find_spec("ovirtsdk4") is not None
+    except (ImportError, ValueError):  # ValueError: a module blocked in sys.modules
+        return False
+
+
 def check_rhevminfo(info: dict[str, str]) -> list[str]:
     if info.get("Enabled", "0") != "1":
         return []
@@ -33,7 +40,7 @@ def check_rhevminfo(info: dict[str, str]) -> list[str]:
         if info.get(key, "NONE") in ("", "NONE"):
             errors.append(f"RHEVMInfo.{key} is required when RHEVMInfo.Enabled = 1")
     # Debian does not ship the oVirt SDK: the package runs without it, RHEV resources do not.
-    if importlib.util.find_spec("ovirtsdk4") is None:
+    if not _have_ovirt_sdk():
         errors.append(
             "RHEVMInfo.Enabled = 1 needs the oVirt SDK: install ovirt-engine-sdk-python "
             "(pip install 'kvmguest[rhevm]'; docs/rhevm.md)"
