@@ -219,6 +219,25 @@ def _global_params() -> list[click.Parameter]:
     ]  # fmt: skip
 
 
+def _apply_globals(ctx: click.Context) -> None:
+    """Merge the global options given after a command (or a subgroup) name into ctx.obj."""
+    p = ctx.params
+    config, system, uri = p.pop("_g_config"), p.pop("_g_system"), p.pop("_g_uri")
+    local_json, verbose = p.pop("_g_json"), p.pop("_g_verbose")
+    obj = ctx.find_object(dict)
+    if obj is None:  # invoked without the group (tests)
+        obj = ctx.ensure_object(dict)
+        obj.update(env=Env.from_environ(None, None, None), json=False, verbose=0)
+    if local_json:
+        obj["json"] = True
+    if verbose:
+        obj["verbose"] = obj.get("verbose", 0) + verbose
+        _setup_logging(obj["verbose"])
+    _check_config_path(config)
+    env: Env = obj["env"]
+    obj["env"] = Env(config=config or env.config, system=system or env.system, uri=uri or env.uri)
+
+
 class Command(click.Command):
     """A command that accepts the global options after its name too."""
 
@@ -227,29 +246,29 @@ class Command(click.Command):
         self.params.extend(_global_params())
 
     def invoke(self, ctx: click.Context) -> Any:
-        p = ctx.params
-        config, system, uri = p.pop("_g_config"), p.pop("_g_system"), p.pop("_g_uri")
-        local_json, verbose = p.pop("_g_json"), p.pop("_g_verbose")
-        obj = ctx.find_object(dict)
-        if obj is None:  # invoked without the group (tests)
-            obj = ctx.ensure_object(dict)
-            obj.update(env=Env.from_environ(None, None, None), json=False, verbose=0)
-        if local_json:
-            obj["json"] = True
-        if verbose:
-            obj["verbose"] = obj.get("verbose", 0) + verbose
-            _setup_logging(obj["verbose"])
-        _check_config_path(config)
-        env: Env = obj["env"]
-        obj["env"] = Env(
-            config=config or env.config, system=system or env.system, uri=uri or env.uri
-        )
+        _apply_globals(ctx)
+        return super().invoke(ctx)
+
+
+class SubGroup(click.Group):
+    """A command group below the top (export, ocf): its commands take the global options,
+    and so does the group itself (``kvmguest export --json pacemaker``)."""
+
+    command_class = Command
+    group_class = type  # its own subgroups are SubGroups too
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_params())
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _apply_globals(ctx)
         return super().invoke(ctx)
 
 
 class Group(click.Group):
     command_class = Command
-    group_class = type  # subgroups are Groups too, so their commands take the options
+    group_class = SubGroup
 
 
 @click.group(cls=Group)
