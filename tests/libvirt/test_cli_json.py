@@ -231,6 +231,8 @@ DAEMON = [
     ("error", ["history", "nope"], 1),
     ("resource", ["resource", "probe", "vm1"], 0),
     ("error", ["resource", "probe", "nope"], 1),
+    ("error", ["resource", "action", "vm1", "nosuchtoken"], 1),
+    ("resource", ["resource", "action", "vm1", "guestmigrated"], 0),
     ("group", ["group", "unfreeze", "g"], 0),
     ("error", ["group", "online", "nogroup"], 1),
 ]

@@ -103,7 +103,7 @@ def _call(obj: dict[str, Any], socket_path: str, cmd: str, **args: Any) -> dict[
             click.echo(final["output"])  # a failed action's report (DevScan's missing devices)
         why = final.get("error") or final.get("message") or final.get("log") or "failed"
         extra = {k: v for k, v in final.items() if k not in ("ok", "error")}
-        fail(obj, str(why), **extra)
+        fail(obj, str(why), extra=extra)
     return final
 
 

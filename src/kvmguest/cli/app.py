@@ -72,12 +72,14 @@ def fail(
     message: str,
     diagnostics: Sequence[Diagnostic] = (),
     code: int = EXIT_FAIL,
-    **extra: Any,
+    extra: dict[str, Any] | None = None,
 ) -> NoReturn:
     """A command's failure: the envelope on stdout with --json, else each diagnostic and
     ``kvmguest: message`` on stderr. ``extra`` keys go beside ``error`` in the envelope."""
     if as_json(obj):
-        click.echo(json.dumps({**error_envelope(message, diagnostics), **extra}))
+        # The extra keys (a failed entry point's output, the agent's answer) never replace
+        # the envelope's own.
+        click.echo(json.dumps({**(extra or {}), **error_envelope(message, diagnostics)}))
     else:
         for d in diagnostics:
             click.echo(str(d), err=True)
@@ -172,7 +174,7 @@ def report(obj: dict[str, Any], outcome: Outcome) -> NoReturn:
                 click.echo(f"WARNING: {w}", err=True)
             if outcome.output:
                 click.echo(outcome.output)
-        fail(obj, outcome.message, warnings=outcome.warnings, output=outcome.output)
+        fail(obj, outcome.message, extra={"warnings": outcome.warnings, "output": outcome.output})
     if not as_json(obj):
         for w in outcome.warnings:
             click.echo(f"WARNING: {w}", err=True)

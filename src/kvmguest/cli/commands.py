@@ -28,7 +28,8 @@ def validate_cmd(obj: dict[str, Any]) -> None:
         fail(obj, f"cannot read {path}: {e.strerror}")
     diags = diags or validate(cfg)
     if errors_of(diags):
-        fail(obj, f"{path} is invalid ({len(errors_of(diags))} error(s))", diags, valid=False)
+        why = f"{path} is invalid ({len(errors_of(diags))} error(s))"
+        fail(obj, why, diags, extra={"valid": False})
     if not obj["json"]:
         for d in diags:  # warnings
             click.echo(str(d), err=True)
