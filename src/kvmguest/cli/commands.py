@@ -10,7 +10,7 @@ import click
 
 from kvmguest.agents.loader import builtin_types, validate
 from kvmguest.cli.app import cli, emit, fail, finish, load_config, print_table
-from kvmguest.model.attributes import AttrDef
+from kvmguest.model.attributes import AttrDef, coerce
 from kvmguest.model.config import errors_of
 from kvmguest.model.parser import load
 from kvmguest.model.printer import format_type
@@ -46,7 +46,7 @@ def _attr_data(adef: AttrDef) -> dict[str, Any]:
         "name": adef.name,
         "type": adef.type.value,
         "dimension": adef.dimension.value,
-        "default": adef.default_value(),
+        "default": coerce(adef, adef.default_value()),
         "static": adef.static,
         "keys": list(adef.keys),
     }
