@@ -46,7 +46,7 @@ debs=("$WORK"/kvmguest_*.deb "$WORK"/kvmguest-guest_*.deb)
 log "built: $(cd "$WORK" && ls ./*.deb | tr '\n' ' ')"
 lintian_out=$(lintian --tag-display-limit 0 "$WORK"/*.changes 2>&1 |
     grep -v 'running with root privileges') || true
-printf '%s\n' "$lintian_out" | sed 's/^/    lintian: /' >&2
+[[ -z $lintian_out ]] || printf '%s\n' "$lintian_out" | sed 's/^/    lintian: /' >&2
 log "lintian summary: $(printf '%s\n' "$lintian_out" | grep -cE '^E: ' || true) error(s), $(
     printf '%s\n' "$lintian_out" | grep -cE '^W: ' || true) warning(s), $(
     printf '%s\n' "$lintian_out" | grep -cE '^[IP]: ' || true) info/pedantic"
