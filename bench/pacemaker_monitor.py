@@ -326,7 +326,7 @@ def main() -> None:
     args = ap.parse_args()
     # The bench polls domains that come and go: libvirt must not print each lookup error.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    subprocess.run([sys.executable, "-m", "kvmguest", "ocf", "install"], check=True,
+    subprocess.run([sys.executable, "-m", "kvmguest", "ocf", "install", "--no-units"], check=True,
                    capture_output=True)  # fmt: skip
     name = f"kvmg-pcbench-{os.getpid()}"
     if not args.no_monitor:

@@ -29,6 +29,12 @@ PACKAGES=(
     pacemaker corosync resource-agents pacemaker-cli-utils libxml2-utils crmsh
     # namespaces, networking, misc tools used by the scripts
     iproute2 util-linux mount procps coreutils ca-certificates
+    # the Debian package (scripts/package-test.sh): build, lintian, and the runtime
+    # python3-* packages it depends on (Debian's python3 runs the installed package)
+    debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
+    python3-wheel dpkg-dev fakeroot lintian
+    python3-libvirt python3-lark python3-click python3-rich python3-cryptography
+    python3-pycdlib python3-pyroute2 python3-prometheus-client
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

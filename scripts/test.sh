@@ -25,6 +25,9 @@ step "lint: ruff"
 step "type check: mypy --strict"
 .venv/bin/mypy
 
+step "Debian package: build, lintian, install, demo/validate/ocf-tester with Debian's python3"
+bash scripts/package-test.sh
+
 step "tests"
 export KVMGUEST_REQUIRE_SYSTEM=1
 # Tests write to a private copy of the key/cache dirs, never to the real /etc/kvmguest.

@@ -123,7 +123,7 @@ def test_cli_status_history_and_operations(agent: Agent) -> None:
     agent.start()
     assert agent.wait_state("web", "ONLINE", timeout=30) == "ONLINE"
     st = agent.cli_json("status")
-    assert st["connected"] is True and st["groups"] == {"g": "ONLINE"}
+    assert st["connected"] is True and st["groups"] == {"g": {"state": "ONLINE", "frozen": False}}
     assert [r["resource"] for r in st["resources"]] == ["web"]  # "other" is not ours
     (web,) = st["resources"]
     assert web["confidence"] == 100 and web["guest"] == "test" and web["frozen"] is False
@@ -157,7 +157,7 @@ def test_cli_status_history_and_operations(agent: Agent) -> None:
     r = agent.cli("resource", "action", "web", "nosuch")
     assert r.returncode == 1 and "not supported" in r.stderr
 
-    hist = agent.cli_json("history", "web")
+    hist = agent.cli_json("history", "web")["history"]
     kinds = [(h["kind"], h["detail"]) for h in hist]
     assert ("request", "offline") in kinds and ("request", "online") in kinds
     assert ("request", "freeze") in kinds and ("request", "unfreeze") in kinds

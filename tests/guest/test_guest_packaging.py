@@ -119,14 +119,16 @@ def test_bundle_contents(bundles: dict[str, Path]) -> None:
 
 
 def _system_python() -> str:
-    # An interpreter without the project's virtualenv: standard library only.
+    # An interpreter without the project's virtualenv. Run with -S (no site): Debian's
+    # python3-pycdlib and python3-pyroute2 (the Debian package's dependencies, installed by
+    # scripts/install-deps.sh) must not be found, as in a guest with the standard library only.
     return "/usr/bin/python3"
 
 
 def test_bundle_runs_on_a_bare_python(bundles: dict[str, Path]) -> None:
     for bundle in bundles.values():
         result = subprocess.run(
-            [_system_python(), "-I", str(bundle), "--help"], capture_output=True, text=True
+            [_system_python(), "-I", "-S", str(bundle), "--help"], capture_output=True, text=True
         )
         assert result.returncode == 0, result.stderr
         assert "Exit codes: 0 done or nothing to change" in result.stdout
@@ -141,7 +143,7 @@ def test_bundle_applies_a_site_without_pyroute2(
 
     image = tmp_path / "dr.iso"
     build_iso(payload_from_dropts(SITE_A, "siteA"), image)
-    argv = ["ip", "netns", "exec", guest.ns, _system_python(), "-I", str(bundles["full"])]
+    argv = ["ip", "netns", "exec", guest.ns, _system_python(), "-I", "-S", str(bundles["full"])]
     args = ["--source", str(image), "--root", str(guest.root), "--backend", "networkd"]
     result = subprocess.run([*argv, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

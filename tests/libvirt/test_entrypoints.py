@@ -217,7 +217,7 @@ def test_cli_monitor_exit_codes_and_json(guest: Guest) -> None:
     assert r.returncode == 110 and "ONLINE" in r.stdout
     r = run_cli("--connect", URI, "--json", "monitor", "n", "-c", str(cfg))
     assert r.returncode == 100
-    assert json.loads(r.stdout) == {"state": "OFFLINE", "confidence": 0,
+    assert json.loads(r.stdout) == {"ok": True, "state": "OFFLINE", "confidence": 0,
                                     "detail": "not defined on this host"}  # fmt: skip
     r = run_cli("--connect", URI, "monitor", "zzz", "-c", str(cfg))
     assert r.returncode == 99 and "no resource named 'zzz'" in r.stderr

@@ -163,7 +163,16 @@ def ocf_agent() -> Path:
     if reasons:
         unavailable("cannot install the OCF agent: " + "; ".join(reasons))
     proc = subprocess.run(
-        [sys.executable, "-m", "kvmguest", "ocf", "install", "--python", sys.executable],
+        [
+            sys.executable,
+            "-m",
+            "kvmguest",
+            "ocf",
+            "install",
+            "--python",
+            sys.executable,
+            "--no-units",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kvmguest.agents import registry
 from kvmguest.model import config_cache, resolver
-from kvmguest.model.config import Config, ConfigInvalid, Diagnostic, TypeDef
+from kvmguest.model.config import Config, ConfigInvalid, Diagnostic, TypeDef, errors_of
 from kvmguest.model.types import parse_types
 from kvmguest.model.validate import Hook
 from kvmguest.model.validate import validate as validate_model
@@ -51,9 +51,10 @@ class Loaded(resolver.Loaded):
 
         cfg, diags = load(path)
         diags = diags or validate(cfg)
-        if diags:
+        if errors_of(diags):
             raise ConfigInvalid(diags)
-        config_cache.store(cfg, registry.code_stamp())
+        if not diags:  # warnings are printed by the full path, never skipped by the cache
+            config_cache.store(cfg, registry.code_stamp())
         return cls(cfg)
 
     @classmethod

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import os
 import socket
-import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from kvmguest.cli.app import cli, config_option, finish
+from kvmguest.cli.app import cli, emit, fail, finish, iso_time, print_table
+from kvmguest.cli.commands import show_resource
 
 # Kept here, not imported from kvmguest.daemon: the one-shot entry points load this module
 # too, and must not pay for asyncio.
@@ -26,12 +24,12 @@ socket_option = click.option(
 
 
 @cli.command("agent")
-@config_option
 @socket_option
 @click.option("--db", envvar="KVMGUEST_DB", default="/var/lib/kvmguest/agent.db",
               show_default=True, help="state and history (SQLite)")  # fmt: skip
 @click.option("--socket-group", help="group allowed on the control socket (mode 0660)")
-@click.option("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+@click.option("--metrics-port", type=int,
+              help="serve Prometheus metrics on this port (needs prometheus-client)")  # fmt: skip
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True)
 @click.option("--no-autostart", is_flag=True, help="do not bring AutoStartList groups online")
 @click.option("--check", is_flag=True, help="validate the configuration and exit")
@@ -42,9 +40,9 @@ socket_option = click.option(
               help="with --pacemaker: refuse to run while this agent socket answers")  # fmt: skip
 @click.pass_context
 def agent_cmd(
-    cctx: click.Context, config: str | None, socket_path: str, db: str,
-    socket_group: str | None, metrics_port: int | None, metrics_addr: str,
-    no_autostart: bool, check: bool, pacemaker: bool, agent_socket: str,
+    cctx: click.Context, socket_path: str, db: str, socket_group: str | None,
+    metrics_port: int | None, metrics_addr: str, no_autostart: bool, check: bool,
+    pacemaker: bool, agent_socket: str,
 ) -> None:  # fmt: skip
     """Run the agent daemon for this system's resources (or, with --pacemaker, the
     observe-only companion of Pacemaker)."""
@@ -53,19 +51,14 @@ def agent_cmd(
 
     obj: dict[str, Any] = cctx.obj
     if pacemaker:
-        explicit = (
-            cctx.get_parameter_source("socket_path") is not click.core.ParameterSource.DEFAULT
-        )
-        path = (
-            socket_path
-            if explicit
-            else os.environ.get("KVMGUEST_COMPANION_SOCKET", COMPANION_SOCKET)
-        )
-        _companion(obj, path, socket_group, agent_socket)
+        source = cctx.get_parameter_source("socket_path")
+        default = os.environ.get("KVMGUEST_COMPANION_SOCKET", COMPANION_SOCKET)
+        explicit = source is not click.core.ParameterSource.DEFAULT
+        _companion(obj, socket_path if explicit else default, socket_group, agent_socket)
 
     from kvmguest.agents.base import Env
     from kvmguest.agents.loader import Loaded
-    from kvmguest.daemon import logs
+    from kvmguest.daemon import logs, metrics
     from kvmguest.daemon.service import (
         EX_CONFIG,
         EX_SOFTWARE,
@@ -77,26 +70,26 @@ def agent_cmd(
     from kvmguest.model.config import ConfigInvalid
 
     env: Env = obj["env"]
-    if config:
-        env = Env(config=config, system=env.system, uri=env.uri)
+    # --check answers valid (0) or invalid (1); the daemon exits EX_CONFIG, which the unit's
+    # RestartPreventExitStatus keeps systemd from restarting every few seconds.
+    invalid = 1 if check else EX_CONFIG
     try:
         loaded = Loaded.from_file(env.config)
     except ConfigInvalid as e:
-        for d in e.diagnostics:
-            click.echo(str(d), err=True)
-        click.echo(f"kvmguest agent: {env.config} is invalid; not starting", err=True)
-        # --check answers valid (0) or invalid (1); the daemon exits EX_CONFIG, which the
-        # unit's RestartPreventExitStatus keeps systemd from restarting every few seconds.
-        finish(1 if check else EX_CONFIG)
+        fail(obj, f"{env.config} is invalid; not starting", e.diagnostics, code=invalid)
+    except OSError as e:
+        fail(obj, f"cannot read {env.config}: {e.strerror}; not starting", code=invalid)
     mine = [
         g for g, b in loaded.cfg.groups.items()
         if not isinstance(b.attrs.get("SystemList"), dict)
         or env.system in b.attrs["SystemList"]
     ]  # fmt: skip
     if check:
-        click.echo(f"{env.config}: valid; system {env.system} runs group(s): "
-                   f"{', '.join(mine) or 'none'}")  # fmt: skip
-        finish(0)
+        emit(obj, {"config": env.config, "system": env.system, "groups": mine},
+             f"{env.config}: valid; system {env.system} runs group(s): "
+             f"{', '.join(mine) or 'none'}")  # fmt: skip
+    if metrics_port is not None and not metrics.AVAILABLE:
+        fail(obj, f"--metrics-port: {metrics.MISSING}", code=EX_CONFIG)
     opts = AgentOptions(env=env, socket=socket_path, db=db, group=socket_group,
                         metrics_port=metrics_port, metrics_addr=metrics_addr,
                         autostart=not no_autostart)  # fmt: skip
@@ -105,14 +98,13 @@ def agent_cmd(
     try:
         asyncio.run(serve(loaded, opts, ready=lambda: sd_notify("READY=1"), notify=sd_notify))
     except StartupError as e:
-        click.echo(f"kvmguest agent: {e}; not starting", err=True)
-        finish(e.code)
+        fail(obj, f"{e}; not starting", code=e.code)
     except Fatal:
         finish(EX_SOFTWARE)  # logged by the daemon, in one line
     finish(0)
 
 
-def _companion(obj: dict[str, Any], path: str, group: str | None, agent_socket: str) -> None:
+def _companion(obj: dict[str, Any], path: str, group: str | None, agent_socket: str) -> NoReturn:
     import asyncio
 
     from kvmguest.daemon.companion import CompanionError, pacemaker_node, refuse_beside_agent, serve
@@ -120,10 +112,10 @@ def _companion(obj: dict[str, Any], path: str, group: str | None, agent_socket: 
     try:
         refuse_beside_agent(agent_socket)
     except CompanionError as e:
-        click.echo(f"kvmguest agent --pacemaker: {e}", err=True)
-        finish(1)
-    explicit = click.get_current_context().find_root().params.get("system")
-    node = explicit or os.environ.get("KVMGUEST_SYSTEM") or pacemaker_node() or obj["env"].system
+        fail(obj, f"--pacemaker: {e}")
+    env = obj["env"]
+    # This node's name as Pacemaker knows it, unless --system (or KVMGUEST_SYSTEM) says.
+    node = env.system if obj.get("system_given") else (pacemaker_node() or env.system)
     asyncio.run(serve(node, path, group, ready=lambda: sd_notify("READY=1")))
     finish(0)
 
@@ -140,36 +132,84 @@ def sd_notify(state: str) -> None:
         s.sendall(state.encode())
 
 
-def _call(socket_path: str, cmd: str, as_json: bool, **args: Any) -> dict[str, Any]:
+def _call(obj: dict[str, Any], socket_path: str, cmd: str, **args: Any) -> dict[str, Any]:
+    """One request to the agent; on any failure prints it (JSON envelope or text) and exits."""
     from kvmguest.daemon.control import ControlError, request
 
     final: dict[str, Any] = {}
     try:
         for msg in request(socket_path, cmd, timeout=3600, **args):
             if "progress" in msg:
-                if not as_json:
+                if not obj["json"]:
                     click.echo(f"  {msg['progress']}", err=True)
                 continue
             final = msg
     except ControlError as e:
-        click.echo(f"kvmguest: {e}", err=True)
-        finish(1)
+        fail(obj, str(e))
     if not final.get("ok"):
-        if as_json:
-            click.echo(json.dumps(final))
-        else:
-            if final.get("output"):  # a failed action's report (e.g. DevScan's missing devices)
-                click.echo(final["output"])
-            why = final.get("error") or final.get("message") or final.get("log") or "failed"
-            click.echo(f"kvmguest: {why}", err=True)
-        finish(1)
+        if final.get("output") and not obj["json"]:
+            click.echo(final["output"])  # a failed action's report (DevScan's missing devices)
+        why = final.get("error") or final.get("message") or final.get("log") or "failed"
+        extra = {k: v for k, v in final.items() if k not in ("ok", "error")}
+        fail(obj, str(why), extra=extra)
     return final
 
 
-def _when(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+def _time(ts: float | None) -> str:
+    return iso_time(ts) or "-"
+
+
+def status_data(reply: dict[str, Any]) -> dict[str, Any]:
+    """The one `status --json` document (docs/cli.md): timestamps as ISO 8601, the fields
+    a daemon may not report yet present as null."""
+    frozen: dict[str, bool] = {}
+    resources = []
+    for r in reply.get("resources", []):
+        frozen[r["group"]] = frozen.get(r["group"], False) or bool(r.get("frozen"))
+        resources.append({**r, "since": iso_time(r.get("since")),
+                          "last_monitor": iso_time(r.get("last_monitor")),
+                          "admin_wait": r.get("admin_wait")})  # fmt: skip
+    groups = {}
+    for g, state in reply.get("groups", {}).items():
+        if isinstance(state, dict):
+            groups[g] = state
+        else:
+            groups[g] = {"state": state, "frozen": frozen.get(g, False)}
+    return {
+        "system": reply.get("system"),
+        "connected": bool(reply.get("connected")),
+        "state_saved": reply.get("state_saved"),
+        "state_error": reply.get("state_error"),
+        "reset_at": reply.get("reset_at"),
+        "resources": resources,
+        "groups": groups,
+    }
+
+
+def status_text(data: dict[str, Any]) -> None:
+    title = f"kvmguest agent on {data['system']}"
+    if not data["connected"]:
+        title += " (libvirt NOT connected)"
+    if data["state_saved"] is False:
+        click.echo(f"WARNING: the agent cannot save its state: {data['state_error'] or '?'}",
+                   err=True)  # fmt: skip
+    columns = ["resource", "group", "state", "confidence", "since", "last monitor"]
+    waiting = any(r["admin_wait"] for r in data["resources"])
+    if waiting:
+        columns.append("admin wait")
+    rows = []
+    for r in data["resources"]:
+        row = [r["resource"], r["group"], r["state"] + (" (frozen)" if r["frozen"] else ""),
+               str(r["confidence"]) if r["state"] == "ONLINE" else "-",
+               r["since"] or "-", r["last_monitor"] or "-"]  # fmt: skip
+        if waiting:
+            row.append(r["admin_wait"] or "-")
+        rows.append(row)
+    print_table(columns, rows, title=title)
+    for g, s in data["groups"].items():
+        click.echo(f"group {g}: {s['state']}" + (" (frozen)" if s["frozen"] else ""))
+    if data["reset_at"]:
+        click.echo(f"state reset at {data['reset_at']}")
 
 
 @cli.command("status")
@@ -178,51 +218,32 @@ def _when(ts: float | None) -> str:
 @click.pass_obj
 def status_cmd(obj: dict[str, Any], resource: str | None, socket_path: str) -> None:
     """Show the resources the agent runs (a table, or --json)."""
-    reply = _call(socket_path, "status", obj["json"], resource=resource)
+    data = status_data(_call(obj, socket_path, "status", resource=resource))
     if obj["json"]:
-        click.echo(json.dumps(reply))
-        finish(0)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"kvmguest agent on {reply['system']}"
-                  + ("" if reply["connected"] else " — libvirt NOT connected"))  # fmt: skip
-    for col in ("resource", "group", "state", "confidence", "since", "last monitor"):
-        table.add_column(col)
-    for r in reply["resources"]:
-        table.add_row(r["resource"], r["group"], r["state"] + (" (frozen)" if r["frozen"] else ""),
-                      str(r["confidence"]) if r["state"] == "ONLINE" else "-",
-                      _when(r["since"]), _when(r["last_monitor"]))  # fmt: skip
-    Console(file=sys.stdout).print(table)
-    for g, s in reply["groups"].items():
-        click.echo(f"group {g}: {s}")
-    for r in reply["resources"]:
-        if r.get("admin_wait"):
-            click.echo(f"{r['resource']} waits for the operator: {r['admin_wait']}")
-    if reply.get("reset_at"):
-        click.echo(f"state lost, reset at {reply['reset_at']}: every group is frozen until "
-                   "an operator unfreezes it")  # fmt: skip
-    if reply.get("state_saved") is False:
-        click.echo(f"state NOT being saved: {reply.get('state_error') or 'database error'} "
-                   "(monitoring and recovery go on)")  # fmt: skip
+        emit(obj, data)
+    status_text(data)
     finish(0)
 
 
 @cli.command("history")
 @click.argument("resource", required=False)
-@click.option("-n", "limit", type=int, default=50, show_default=True)
+@click.option("-n", "limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="the last N rows")  # fmt: skip
 @socket_option
 @click.pass_obj
 def history_cmd(obj: dict[str, Any], resource: str | None, limit: int, socket_path: str) -> None:
     """Show transitions and entry-point results, oldest first."""
-    reply = _call(socket_path, "history", obj["json"], resource=resource, limit=limit)
+    reply = _call(obj, socket_path, "history", resource=resource, limit=limit)
+    rows = [{**row, "ts": iso_time(row["ts"])} for row in reply["history"]]
     if obj["json"]:
-        click.echo(json.dumps(reply["history"]))
-    else:
-        for row in reply["history"]:
-            click.echo(f"{_when(row['ts'])}  {row['resource']:<12} {row['kind']:<9} "
-                       f"{row['detail']}")  # fmt: skip
+        emit(obj, {"history": rows})
+    for row in rows:
+        click.echo(f"{row['ts'] or '-'}  {row['resource']:<12} {row['kind']:<9} {row['detail']}")
     finish(0)
+
+
+def _done(obj: dict[str, Any], reply: dict[str, Any], text: str) -> NoReturn:
+    emit(obj, {k: v for k, v in reply.items() if k != "ok"}, text)
 
 
 @cli.command("group")
@@ -238,14 +259,16 @@ def group_cmd(
     """Operate a service group on this system."""
     if op == "switch" and not target:
         raise click.UsageError("switch needs --to SYSTEM")
-    reply = _call(socket_path, "group", obj["json"], op=op, group=group, to=target)
-    click.echo(json.dumps(reply) if obj["json"] else f"group {group}: "
-               f"{reply.get('group_state', 'done')}")  # fmt: skip
-    finish(0)
+    reply = _call(obj, socket_path, "group", op=op, group=group, to=target)
+    state = reply.get("group_state", "done")
+    done_as = {"freeze": f"frozen ({state})", "unfreeze": f"unfrozen ({state})"}
+    text = reply.get("message") or f"group {group}: {done_as.get(op, state)}"
+    _done(obj, reply, text)
 
 
 @cli.command("resource")
-@click.argument("op", type=click.Choice(["probe", "clear", "online", "offline", "action"]))
+@click.argument("op", type=click.Choice(
+    ["show", "probe", "clear", "online", "offline", "action"]))  # fmt: skip
 @click.argument("resource")
 @click.argument("args", nargs=-1)
 @socket_option
@@ -253,17 +276,18 @@ def group_cmd(
 def resource_cmd(
     obj: dict[str, Any], op: str, resource: str, args: tuple[str, ...], socket_path: str
 ) -> None:
-    """Probe, clear, online, offline a resource, or run an action (TOKEN [ARG...])."""
+    """Show a resource's attributes (show: from main.cf, no agent needed), or ask the agent
+    to probe, clear, online, offline it or run an action (TOKEN [ARG...])."""
+    if op == "show":
+        if args:
+            raise click.UsageError("show takes no arguments after RESOURCE")
+        show_resource(obj, resource)
     extra: dict[str, Any] = {}
     if op == "action":
         if not args:
             raise click.UsageError("action needs a TOKEN")
         extra = {"token": args[0], "args": list(args[1:])}
-    reply = _call(socket_path, "resource", obj["json"], op=op, resource=resource, **extra)
-    if obj["json"]:
-        click.echo(json.dumps(reply))
-    else:
-        if reply.get("output"):
-            click.echo(reply["output"])
-        click.echo(reply.get("message") or reply.get("log") or reply.get("state", "done"))
-    finish(0)
+    reply = _call(obj, socket_path, "resource", op=op, resource=resource, **extra)
+    if reply.get("output") and not obj["json"]:
+        click.echo(reply["output"])
+    _done(obj, reply, reply.get("message") or reply.get("log") or reply.get("state", "done"))

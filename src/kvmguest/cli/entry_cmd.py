@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from kvmguest.agents.base import CLEAN_REASONS, monitor_once
-from kvmguest.cli.app import EXIT_FAIL, done, finish, load_handle, resource_command
+from kvmguest.cli.app import EXIT_FAIL, as_json, done, finish, load_handle, resource_command
 from kvmguest.model.states import EXIT_UNKNOWN
 
 
@@ -23,8 +23,10 @@ def monitor_cmd(obj: dict[str, Any], resource: str) -> None:
     handle = load_handle(obj, resource, EXIT_UNKNOWN)
     result = monitor_once(handle)
     handle.close()
-    if obj["json"]:
-        click.echo(json.dumps(result.as_dict()))
+    if as_json(obj):
+        # Any monitor answer, UNKNOWN included, is the command succeeding: the state is
+        # the answer (and the exit code); "ok": false is for a monitor that could not run.
+        click.echo(json.dumps({**result.as_dict(), "ok": True}))
     else:
         click.echo(result.line(resource))
     finish(result.exit_code)

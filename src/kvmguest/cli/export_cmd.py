@@ -1,7 +1,8 @@
 """``kvmguest export pacemaker``: main.cf -> a Pacemaker configuration (crm shell or CIB XML).
 
 The configuration goes to stdout; every part of main.cf that Pacemaker cannot express is
-reported on stderr as "not exported: ..." (approximations as "approximated: ...").
+reported on stderr as "not exported: ..." (approximations as "approximated: ..."). With
+--json: ``{ok, format, text, not_exported}``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 import click
 
-from kvmguest.cli.app import cli, config_option, finish
+from kvmguest.cli.app import cli, emit, fail, finish
 
 
 @cli.group("export")
@@ -19,7 +20,6 @@ def export_group() -> None:
 
 
 @export_group.command("pacemaker")
-@config_option
 @click.option(
     "--format",
     "fmt",
@@ -29,22 +29,26 @@ def export_group() -> None:
     help="crm shell commands, or CIB XML (a <configuration> for cibadmin)",
 )
 @click.pass_obj
-def pacemaker_cmd(obj: dict[str, Any], config: str | None, fmt: str) -> None:
+def pacemaker_cmd(obj: dict[str, Any], fmt: str) -> None:
     """Print the Pacemaker configuration of main.cf's resources and groups."""
     from kvmguest.agents.loader import validate
+    from kvmguest.model.config import errors_of
     from kvmguest.model.parser import load
     from kvmguest.ocf.export import export, render_crm, render_xml
 
-    path = config or obj["env"].config
-    cfg, diags = load(path)
+    path = obj["env"].config
+    try:
+        cfg, diags = load(path)
+    except OSError as e:
+        fail(obj, f"cannot read {path}: {e.strerror}")
     diags = diags or validate(cfg)
-    if diags:
-        for d in diags:
-            click.echo(str(d), err=True)
-        click.echo(f"kvmguest: {path} is invalid; nothing exported", err=True)
-        finish(1)
+    if errors_of(diags):
+        fail(obj, f"{path} is invalid; nothing exported", diags)
     result = export(cfg)
-    click.echo(render_crm(result) if fmt == "crm" else render_xml(result), nl=False)
+    text = render_crm(result) if fmt == "crm" else render_xml(result)
+    if obj["json"]:
+        emit(obj, {"format": fmt, "text": text, "not_exported": list(result.notes)})
+    click.echo(text, nl=False)
     for note in result.notes:
         click.echo(note, err=True)
     finish(0)

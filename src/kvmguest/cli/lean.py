@@ -63,7 +63,8 @@ def _print(result: object, resource: str, as_json: bool) -> int:
     if as_json:
         import json
 
-        sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+        # The CLI contract's envelope (docs/cli.md), as the full path writes it.
+        sys.stdout.write(json.dumps({**result.as_dict(), "ok": True}) + "\n")
     else:
         sys.stdout.write(result.line(resource) + "\n")
     return result.exit_code

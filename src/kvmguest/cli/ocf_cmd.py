@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from kvmguest.cli.app import cli, finish
+from kvmguest.cli.app import cli, emit, fail, finish
 
 
 @cli.group("ocf")
 def ocf_group() -> None:
     """The Pacemaker resource agents ocf:kvmguest:<type> (docs/pacemaker.md)."""
+
+
+def this_program() -> str:
+    """How this kvmguest is really run: its script's absolute path, else this Python with
+    ``-m kvmguest``."""
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) == "kvmguest" and os.access(argv0, os.X_OK):
+        return os.path.abspath(argv0)
+    return f"{sys.executable} -m kvmguest"
 
 
 @ocf_group.command("install")
@@ -28,43 +40,62 @@ def ocf_group() -> None:
     default=None,
     help="where to write the agents (default /usr/lib/ocf/resource.d/kvmguest)",
 )
-def install_cmd(python: str | None, dest_dir: Path | None) -> None:
-    """Install the agents: shell wrappers with the meta-data written in, that run PYTHON."""
-    from kvmguest.ocf.install import OCF_DIR, InstallError, install
+@click.option(
+    "--units-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where to write the systemd units for this kvmguest (default /etc/systemd/system)",
+)
+@click.option("--no-units", is_flag=True, help="do not write the systemd units")
+@click.pass_obj
+def install_cmd(
+    obj: dict[str, Any], python: str | None, dest_dir: Path | None, units_dir: Path | None,
+    no_units: bool,
+) -> None:  # fmt: skip
+    """Install the agents (shell wrappers with the meta-data written in, that run PYTHON),
+    and the systemd units with ExecStart pointing at this kvmguest. Refuses to overwrite
+    what the Debian package installed: with the package, nothing needs installing."""
+    from kvmguest.ocf.install import OCF_DIR, SYSTEMD_DIR, InstallError, install, install_units
 
     try:
         paths = install(python, dest_dir or OCF_DIR)
+        units = [] if no_units else install_units(this_program(), units_dir or SYSTEMD_DIR)
     except (InstallError, OSError) as e:
-        click.echo(f"kvmguest: cannot install the OCF agents: {e}", err=True)
-        finish(1)
-    for path in paths:
-        click.echo(f"installed ocf:kvmguest:{path.name} at {path}")
-    finish(0)
+        fail(obj, f"cannot install the OCF agents: {e}")
+    lines = [f"installed ocf:kvmguest:{p.name} at {p}" for p in paths]
+    lines += [f"wrote {u} (enable it with: systemctl enable --now {u.name})" for u in units]
+    emit(obj, {"agents": [str(p) for p in paths], "units": [str(u) for u in units]},
+         "\n".join(lines))  # fmt: skip
 
 
 @ocf_group.command("uninstall")
 @click.option("--dir", "dest_dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-def uninstall_cmd(dest_dir: Path | None) -> None:
-    """Remove the installed agents."""
-    from kvmguest.ocf.install import OCF_DIR, uninstall
+@click.pass_obj
+def uninstall_cmd(obj: dict[str, Any], dest_dir: Path | None) -> None:
+    """Remove the installed agents (never those of the Debian package)."""
+    from kvmguest.ocf.install import OCF_DIR, dpkg_owner, uninstall
 
-    removed = uninstall(dest_dir or OCF_DIR)
-    for path in removed:
-        click.echo(f"removed {path}")
-    if not removed:
-        click.echo(f"no agent was installed in {dest_dir or OCF_DIR}")
-    finish(0)
+    where = dest_dir or OCF_DIR
+    owned = [p for p in where.glob("*") if dpkg_owner(p)] if where.is_dir() else []
+    if owned:
+        fail(obj, f"{owned[0]} belongs to a Debian package: remove the package instead")
+    removed = uninstall(where)
+    text = "\n".join(f"removed {p}" for p in removed) or f"no agent was installed in {where}"
+    emit(obj, {"removed": [str(p) for p in removed]}, text)
 
 
 @ocf_group.command("metadata")
 @click.argument("type_name", required=False)
-def metadata_cmd(type_name: str | None) -> None:
+@click.pass_obj
+def metadata_cmd(obj: dict[str, Any], type_name: str | None) -> None:
     """Print an agent's OCF meta-data (what `TYPE meta-data` prints)."""
     from kvmguest.ocf.metadata import render
 
     try:
-        click.echo(render(type_name=type_name), nl=False)
+        xml = render(type_name=type_name)
     except KeyError as e:
-        click.echo(f"kvmguest: {e.args[0]}", err=True)
-        finish(1)
+        fail(obj, str(e.args[0]))
+    if obj["json"]:
+        emit(obj, {"type": type_name, "xml": xml})
+    click.echo(xml, nl=False)
     finish(0)

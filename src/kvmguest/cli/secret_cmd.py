@@ -8,13 +8,12 @@ user of the host (``ps``, /proc/PID/cmdline) and lands in shell histories.
 from __future__ import annotations
 
 import getpass
-import json
 import sys
 from typing import Any
 
 import click
 
-from kvmguest.cli.app import cli, finish
+from kvmguest.cli.app import cli, emit, fail
 
 EXIT_FAIL = 1
 # Far more than any password; a larger stdin is a mistake (a file piped in by accident).
@@ -80,23 +79,28 @@ def encrypt_cmd(obj: dict[str, Any], key_file: str | None) -> None:
     try:
         secret = _from_terminal() if sys.stdin.isatty() else _from_stdin()
     except _NoSecret as e:
-        click.echo(f"kvmguest encrypt: {e}", err=True)
-        finish(EXIT_FAIL)
+        fail(obj, f"encrypt: {e}", code=EXIT_FAIL)
+    key_path = resolve_key_path(key_file)
+    existed = key_path.exists()
     try:
         ciphertext = encrypt(secret, key_file)
     except SecretError as e:
-        click.echo(f"kvmguest encrypt: {e}", err=True)
-        finish(EXIT_FAIL)
+        fail(obj, f"encrypt: {e}", code=EXIT_FAIL)
     del secret
-    key_path = str(resolve_key_path(key_file))
-    if obj["json"]:
-        click.echo(json.dumps({"ciphertext": ciphertext, "key_file": key_path}))
-    else:
-        click.echo(ciphertext)
-        if sys.stderr.isatty():
-            click.echo(
-                f'Set RHEVMInfo Password = "{ciphertext}"; copy {key_path} (mode 0600) to '
-                "every system that may run the resource.",
-                err=True,
-            )
-    finish(0)
+    created = not existed and key_path.exists()
+    if created:
+        # Always said, on stderr: a password encrypted with this new key decrypts only
+        # where the same key file is (docs/rhevm.md, "Distributing the key").
+        click.echo(
+            f"kvmguest encrypt: created a new host key {key_path} (mode 0600): copy it to "
+            "every system that may run the resource, or they cannot decrypt this password",
+            err=True,
+        )
+    elif sys.stderr.isatty() and not obj["json"]:
+        click.echo(
+            f'Set RHEVMInfo Password = "{ciphertext}"; every system that may run the '
+            f"resource needs the same {key_path} (mode 0600).",
+            err=True,
+        )
+    emit(obj, {"ciphertext": ciphertext, "key_file": str(key_path), "key_created": created},
+         ciphertext)  # fmt: skip

@@ -69,6 +69,9 @@ class Resource:
     kind: str  # the resource's type
     since: float = field(default_factory=time.time)
     last_monitor: float | None = None
+    # Why the last entry point failed (e.g. a migration libvirt refused): `group switch`
+    # reports it, not only `history`.
+    last_failure: str | None = None
     # The main process whose exit we saw before the managed system did (monitor reports
     # OFFLINE for it).
     exited: int | None = None
@@ -407,6 +410,7 @@ class Engine:
             log.warning("%s: %s %s", r.name, action.kind, said)
         elif isinstance(action, RunClean):
             log.warning("%s: clean (reason %d) %s", r.name, int(action.reason), said)
+        r.last_failure = None if outcome.ok else f"{action.kind} failed: {outcome.message}"
         for w in outcome.warnings:
             self.store.record(r.name, "warning", w)
             log.warning("%s: %s", r.name, w)

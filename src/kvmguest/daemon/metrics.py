@@ -10,15 +10,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+try:
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+    )
+
+    AVAILABLE = True
+except ImportError:  # optional (the `metrics` extra; Debian: Recommends)
+    AVAILABLE = False
+    CONTENT_TYPE_LATEST = "text/plain"
+
+    class _Unused:
+        """Stands in for a metric when prometheus-client is absent: the engine records its
+        numbers as always, and nothing serves them."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def labels(self, *args: Any) -> _Unused:
+            return self
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: None
+
+    CollectorRegistry = Counter = Gauge = Histogram = _Unused  # type: ignore[misc,assignment]
+
+    def generate_latest(*_args: Any, **_kwargs: Any) -> bytes:  # type: ignore[misc]
+        return b""
+
+
+MISSING = "install prometheus-client (python3-prometheus-client) to serve metrics"
 
 log = logging.getLogger("kvmguest.daemon")
 
@@ -89,6 +117,8 @@ class Metrics:
             self.state.labels(resource, s).set(1 if s == state else 0)
 
     async def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        if not AVAILABLE:
+            raise RuntimeError(MISSING)
         self._server = await asyncio.start_server(self._client, addr, port, limit=MAX_HEADER)
 
     async def close(self) -> None:

@@ -148,8 +148,8 @@ class Service:
                 state = await self.engine.wait_for(r, lambda s: s is not State.MIGRATING, limit)
                 last = r.machine.last_result
                 if state is State.ONLINE:
-                    return {"ok": False, "error": f"{name} did not migrate: "
-                            f"{last.detail if last else state.value}"}  # fmt: skip
+                    why = r.last_failure or (last.detail if last else state.value)
+                    return {"ok": False, "error": f"{name} did not migrate: {why}"}
                 await progress(f"{name}: {state.value} here")
         return {"ok": True, **self._gstatus(group)}
 
@@ -171,6 +171,11 @@ class Service:
             ]
         else:
             names = list(spec.resources)
+            frozen = [self.engine.resources[n].machine.frozen for n in names]
+            if (what == "freeze" and all(frozen)) or (what == "unfreeze" and not any(frozen)):
+                state = "frozen" if what == "freeze" else "not frozen"
+                return {"ok": True, "done": [], "message": f"group {group} is already {state}",
+                        **self._gstatus(group)}  # fmt: skip
         for name in names:
             self.engine.request(self.engine.resources[name], what)
         if what == "unfreeze":
@@ -265,7 +270,10 @@ class Service:
             limit = req.get("limit", 50)
             if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 100_000:
                 raise BadRequest(f"limit must be an integer from 1 to 100000, not {limit!r:.40}")
-            rows = eng.store.history(_text(req, "resource", required=False), limit)
+            resource = _text(req, "resource", required=False)
+            if resource:
+                eng.resource(resource)  # an unknown resource is an error, as for status
+            rows = eng.store.history(resource, limit)
             return {"ok": True, "history": [r.as_dict() for r in rows]}
         if cmd == "group":
             op, group = _text(req, "op"), _text(req, "group")

@@ -25,13 +25,30 @@ class Pos:
 NOWHERE = Pos("<built-in>", 0, 0)
 
 
+ERROR = "error"
+WARNING = "warning"
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     pos: Pos
     message: str
+    # "error" makes a configuration invalid; a "warning" is reported and starts nothing less.
+    severity: str = ERROR
 
     def __str__(self) -> str:
+        if self.severity == WARNING:
+            return f"{self.pos}: warning: {self.message}"
         return f"{self.pos}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"file": self.pos.file, "line": self.pos.line, "col": self.pos.col,
+                "severity": self.severity, "message": self.message}  # fmt: skip
+
+
+def errors_of(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """The diagnostics that make a configuration invalid (warnings do not)."""
+    return [d for d in diagnostics if d.severity == ERROR]
 
 
 class ConfigInvalid(Exception):

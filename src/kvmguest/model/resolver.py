@@ -60,6 +60,23 @@ class Loaded:
         attrs = effective_attrs(self.types[block.kind])
         return {name: self._value(block, adef, system) for name, adef in attrs.items()}
 
+    def value_sources(self, resource: str, system: str | None) -> dict[str, str]:
+        """Where each of :meth:`resource_values` came from on ``system``: "local value"
+        (``Attr@system``), "static override" (a static attribute the resource sets),
+        "resource" (written in the resource's block) or "type default" (types.cf, the
+        built-in type, or the framework's default). KeyError as resource_values."""
+        block = self.cfg.resource(resource)
+        attrs = effective_attrs(self.types[block.kind])
+        sources: dict[str, str] = {}
+        for name, adef in attrs.items():
+            if system is not None and system in block.local.get(name, {}):
+                sources[name] = "local value"
+            elif name in block.attrs:
+                sources[name] = "static override" if adef.static else "resource"
+            else:
+                sources[name] = "type default"
+        return sources
+
     def statics(self, resource: str) -> dict[str, Typed]:
         """The resource's static attributes (type statics and the framework's), typed."""
         block = self.cfg.resource(resource)

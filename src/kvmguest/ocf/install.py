@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from kvmguest.ocf.metadata import render, version
 OCF_DIR = Path("/usr/lib/ocf/resource.d/kvmguest")
 # The companion's monitor client (stdlib only: imported alone, not as part of kvmguest).
 CLIENT = str(Path(companion_client.__file__).resolve())
+PACKAGED_CLIENT = "/usr/lib/python3/dist-packages/kvmguest/ocf/companion_client.py"
 _EOF = "__KVMGUEST_METADATA_END__"
 
 
@@ -46,6 +48,7 @@ def wrapper(
     type_name: str,
     paths: list[str] | None = None,
     client: str = CLIENT,
+    packaged: bool = False,
 ) -> str:
     if _EOF in metadata_xml:
         raise InstallError("the meta-data holds the here-document delimiter")
@@ -55,6 +58,12 @@ def wrapper(
         f"import sys; sys.path.insert(0, {json.dumps(os.path.dirname(client))}); "
         "import companion_client; companion_client.main()"
     )
+    origin = (
+        f"installed by the kvmguest package (kvmguest {version()}); dpkg upgrades it."
+        if packaged
+        else f"written by `kvmguest ocf install` (kvmguest {version()})."
+    )
+    again = "reinstall the kvmguest package" if packaged else "kvmguest ocf install"
     # -S: no site (its .pth processing costs every monitor ~2 ms; the agent runs it itself
     # when it needs more than the lean path); -c: no runpy (~3 ms).
     if paths:
@@ -62,10 +71,10 @@ def wrapper(
     else:
         run = "-P -m kvmguest.ocf"
     return f"""#!/bin/sh
-# ocf:kvmguest:{type_name} -- written by `kvmguest ocf install` (kvmguest {version()}).
+# ocf:kvmguest:{type_name} -- {origin}
 # meta-data is answered here, from XML written at install time: Pacemaker's controller runs
 # it as user hacluster, who may not be able to run the Python below. Every other action
-# runs the agent in that Python. Reinstall after upgrading kvmguest.
+# runs the agent in that Python.
 KVMGUEST_PYTHON={shlex.quote(python)}
 case "$1" in
 meta-data)
@@ -86,7 +95,7 @@ monitor|status)
 esac
 if [ ! -x "$KVMGUEST_PYTHON" ]; then
     echo "${{OCF_EXIT_REASON_PREFIX:-ocf-exit-reason:}}$KVMGUEST_PYTHON is not executable; \
-reinstall the agent with: kvmguest ocf install" >&2
+{again}" >&2
     exit 5
 fi
 # -P: the working directory (Pacemaker's cores directory) is not put on sys.path.
@@ -148,19 +157,57 @@ def check_python(python: str) -> list[str]:
     return paths
 
 
+def dpkg_owner(path: Path) -> str | None:
+    """The Debian package that owns ``path`` (``dpkg-query -S``), or None."""
+    if shutil.which("dpkg-query") is None:
+        return None
+    try:
+        proc = subprocess.run(
+            ["dpkg-query", "-S", str(path)], capture_output=True, text=True, timeout=30,
+            check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    # "kvmguest: /usr/lib/ocf/resource.d/kvmguest/KVMGuest" (diversions start otherwise)
+    for line in proc.stdout.splitlines():
+        owner, sep, owned = line.partition(": ")
+        if sep and owned.strip() == str(path):
+            return owner.split(",")[0].strip()
+    return None
+
+
 def install(
-    python: str | None = None, dest_dir: Path = OCF_DIR, *, check: bool = True
+    python: str | None = None,
+    dest_dir: Path = OCF_DIR,
+    *,
+    check: bool = True,
+    packaged: bool = False,
 ) -> list[Path]:
-    """Write every OCF agent's wrapper (mode 0755) atomically; returns their paths."""
+    """Write every OCF agent's wrapper (mode 0755) atomically; returns their paths.
+    Refuses (InstallError, nothing written) a path that a Debian package owns."""
     interpreter = python or sys.executable
+    agents = registry.ocf_agents()
+    if not packaged:
+        for agent in agents:
+            owner = dpkg_owner(dest_dir / agent.type_name)
+            if owner is not None:
+                raise InstallError(
+                    f"{dest_dir / agent.type_name} belongs to the Debian package {owner}, "
+                    "which installs and upgrades the agents itself; nothing was written "
+                    "(to use this copy instead, remove that package or give --dir)"
+                )
     paths = check_python(interpreter) if check else None
     # The client as the target interpreter has it (the first of its paths that holds one).
     found = [Path(p, "kvmguest", "ocf", "companion_client.py") for p in paths or ()]
     client = next((str(c) for c in found if c.is_file()), CLIENT)
+    if packaged:
+        client = PACKAGED_CLIENT  # where dh_python3 installs kvmguest for Debian's python3
     written = []
-    for agent in registry.ocf_agents():
+    for agent in agents:
         name = agent.type_name
-        text = wrapper(interpreter, render(type_name=name), name, paths, client)
+        text = wrapper(interpreter, render(type_name=name), name, paths, client, packaged)
         dest = dest_dir / name
         dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest.parent)
@@ -187,3 +234,43 @@ def uninstall(dest_dir: Path = OCF_DIR) -> list[Path]:
             continue
         removed.append(dest)
     return removed
+
+
+SYSTEMD_DIR = Path("/etc/systemd/system")
+PACKAGED_PROGRAM = "/usr/bin/kvmguest"
+
+
+def unit_texts(program: str) -> dict[str, str]:
+    """The project's systemd units (packaging/systemd, shipped as package data) with their
+    ``ExecStart=/usr/bin/kvmguest`` pointing at ``program``, the kvmguest really run."""
+    import importlib.resources
+
+    units = importlib.resources.files("kvmguest.ocf") / "units"
+    out = {}
+    for entry in sorted(units.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".service"):
+            text = entry.read_text()
+            out[entry.name] = text.replace(f"={PACKAGED_PROGRAM} ", f"={program} ")
+    return out
+
+
+def install_units(program: str, dest_dir: Path = SYSTEMD_DIR) -> list[Path]:
+    """Write the units for a kvmguest that is not the package's (a pip install), unless a
+    package owns them; returns the paths written. Enabling them is the operator's call."""
+    written = []
+    for name, text in unit_texts(program).items():
+        dest = dest_dir / name
+        if dpkg_owner(dest) is not None or dpkg_owner(Path("/lib/systemd/system") / name):
+            continue
+        dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(dest)
+    return written

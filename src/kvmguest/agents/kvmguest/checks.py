@@ -3,6 +3,7 @@ types (GuestName, RHEVMInfo, CEInfo, DROpts), each with its position."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -12,6 +13,13 @@ from kvmguest.model.config import Block, Config, Diagnostic
 # Checks of one attribute's whole value, for the attributes whose meaning we know beyond
 # their type: (attribute) -> function(value as association) -> list of messages.
 AssocCheck = Callable[[dict[str, str]], list[str]]
+
+
+def _have_ovirt_sdk() -> bool:
+    try:
+        return importlib.util.find_spec("ovirtsdk4") is not None
+    except (ImportError, ValueError):  # ValueError: a module blocked in sys.modules
+        return False
 
 
 def check_rhevminfo(info: dict[str, str]) -> list[str]:
@@ -31,6 +39,12 @@ def check_rhevminfo(info: dict[str, str]) -> list[str]:
     for key in ("User", "Password", "Cluster"):
         if info.get(key, "NONE") in ("", "NONE"):
             errors.append(f"RHEVMInfo.{key} is required when RHEVMInfo.Enabled = 1")
+    # Debian does not ship the oVirt SDK: the package runs without it, RHEV resources do not.
+    if not _have_ovirt_sdk():
+        errors.append(
+            "RHEVMInfo.Enabled = 1 needs the oVirt SDK: install ovirt-engine-sdk-python "
+            "(pip install 'kvmguest[rhevm]'; docs/rhevm.md)"
+        )
     return errors
 
 

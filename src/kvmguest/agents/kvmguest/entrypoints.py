@@ -112,10 +112,13 @@ def online(ctx: Context) -> Outcome:
         if before.state is ResourceState.UNKNOWN and p.rhev is False:
             # Starting a guest whose state is unknown risks running it twice.
             raise AgentError(f"{p.resource}: state unknown ({before.detail}); not starting it")
+        ctx.progress(f"{p.resource}: preparing {p.guest_name}")
         notes = ctx.hv.prepare_online(p, deadline)
         for note in notes:
             log.info("%s: %s", p.resource, note)
+        ctx.progress(f"{p.resource}: starting {p.guest_name}")
         ctx.hv.start(p, deadline)
+        ctx.progress(f"{p.resource}: started, waiting up to {p.delay_online} s for it to run")
         result = _wait_for(
             ctx, lambda r: _is_online(r) and r.confidence >= 100, p.delay_online, deadline
         )
