@@ -7,7 +7,6 @@
 #      and ocf-tester against the installed /usr/lib/ocf/resource.d/kvmguest/KVMGuest on a
 #      real guest of the host's libvirtd;
 #   3. purge both packages, also on failure (the tests install agents at the same paths).
-# Steps 2-3 hold /tmp/kvmguest-system.lock: they touch the host's libvirtd and the OCF dir.
 #
 #   scripts/package-test.sh [--build-only] [--keep DIR]
 # Needs: scripts/install-deps.sh (the build dependencies) and, for step 2,
@@ -65,9 +64,6 @@ fi
 
 # --- 2. install, run with Debian's python3, 3. purge ------------------------------------
 : "${KVMGUEST_GUEST_DIR:?source scripts/ci-env.sh first (the test guest and libvirtd)}"
-exec 9>/tmp/kvmguest-system.lock
-log "waiting for /tmp/kvmguest-system.lock"
-flock 9
 GUEST=kvmguest-pkgtest-$$
 OCF=/usr/lib/ocf/resource.d/kvmguest
 # An agent a test wrote there (`kvmguest ocf install`) is put back after the purge.
