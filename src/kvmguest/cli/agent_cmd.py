@@ -83,8 +83,14 @@ def agent_cmd(
                         autostart=not no_autostart)  # fmt: skip
     # -v / -vv as the global option set them (app.py: WARNING less 10 per -v).
     logs.setup(max(0, (logging.WARNING - logging.getLogger().level) // 10))
+    # Not asyncio.run(): its clean-up joins executor threads, and one stuck in a hung
+    # libvirt call would keep a process alive that protects nothing. finish() exits now.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        asyncio.run(serve(loaded, opts, ready=lambda: sd_notify("READY=1"), notify=sd_notify))
+        loop.run_until_complete(
+            serve(loaded, opts, ready=lambda: sd_notify("READY=1"), notify=sd_notify)
+        )
     except StartupError as e:
         click.echo(f"kvmguest agent: {e}; not starting", err=True)
         finish(e.code)
