@@ -21,10 +21,10 @@ from kvmguest.agents.base import Env
 from kvmguest.agents.loader import Loaded
 from kvmguest.daemon import service as service_mod
 from kvmguest.daemon.engine import Engine
-from kvmguest.daemon.service import EX_CANTCREAT, AgentOptions, Fatal, serve
+from kvmguest.daemon.service import EX_CANTCREAT, EX_CONFIG, AgentOptions, Fatal, serve
 
 from ..system.waiting import wait_until
-from .conftest import Agent
+from .conftest import REPO, Agent
 from .test_agent_local import MAIN_CF
 
 
@@ -207,3 +207,60 @@ def test_an_exception_in_a_loop_callback_is_fatal_a_socket_error_is_not() -> Non
         assert died == ["Exception in callback: 'x'"]
     finally:
         loop.close()
+
+
+def _argv_override(a: Agent, argv: list[str]) -> None:
+    a.argv = lambda *extra: [*argv, *extra]  # type: ignore[method-assign]
+
+
+def test_running_out_of_file_descriptors_is_no_traceback_and_passes(agent: Agent) -> None:
+    """The daemon under a 48-descriptor limit: idle clients exhaust it (accept fails with
+    EMFILE); the log gets a rate-limited warning, not a traceback per accept, and status
+    answers again once they go."""
+    _argv_override(agent, ["prlimit", "--nofile=48:48", *agent.argv()])
+    agent.start()
+    idle = []
+    try:
+        for _ in range(120):
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            try:
+                s.connect(str(agent.socket))
+            except BlockingIOError:
+                s.close()
+                break
+            idle.append(s)
+        wait_until(lambda: "out of system resource" in agent.log_tail(), bool, 30,
+                   "accept ran out of descriptors")  # fmt: skip
+    finally:
+        for s in idle:
+            s.close()
+    wait_until(lambda: _status_ok(agent), bool, 30, "status answered again")
+    log = agent.log_tail(200_000)
+    assert "Traceback" not in log and log.count("out of system resource") <= 2
+
+
+def test_journal_lines_carry_the_priority_and_state_changes_show_without_v(
+    agent: Agent,
+) -> None:
+    agent.log.touch()
+    st = agent.log.stat()
+    _argv_override(agent, [x for x in agent.argv() if x != "-v"])
+    agent.start(env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    wait_until(lambda: agent.state("web"), lambda s: s == "ONLINE", 30, "web ONLINE")
+    agent.call("group", op="freeze", group="g")
+    agent.stop()
+    lines = [ln for ln in agent.log.read_text().splitlines() if not ln.startswith("=====")]
+    assert lines and all(ln[:3] in ("<2>", "<3>", "<4>", "<6>") for ln in lines), lines
+    assert any(ln.startswith("<6>web ONLINE: probe") for ln in lines), lines  # a state change
+    assert not any(ln.startswith("<7>") for ln in lines)  # routine decisions need -v
+
+
+def test_the_unit_does_not_restart_a_config_error_and_has_a_watchdog() -> None:
+    unit = (REPO / "packaging/systemd/kvmguest-agent.service").read_text()
+    settings = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and line[0] != "#"
+    )
+    assert settings["RestartPreventExitStatus"] == str(EX_CONFIG)
+    assert settings["Restart"] == "on-failure" and settings["WatchdogSec"]
+    assert settings["NotifyAccess"] == "main"  # WATCHDOG=1 comes from the main process

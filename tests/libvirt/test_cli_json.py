@@ -298,5 +298,6 @@ def test_status_shows_the_fields_other_issues_add(capsys: pytest.CaptureFixture[
     status_text(new)
     out = capsys.readouterr()
     assert re.search(r"^r\s+g\s+ONLINE\s+100\s.*libvirt hangs, QEMU alive$", out.out, re.M)
-    assert "state reset at 2026-12-06T00:00:00+00:00" in out.out
-    assert "cannot save its state: disk full" in out.err
+    assert "r waits for the operator: libvirt hangs, QEMU alive" in out.out
+    assert "state lost, reset at 2026-12-06T00:00:00+00:00" in out.out
+    assert "state NOT being saved: disk full" in out.out

@@ -135,7 +135,8 @@ class Handle(Protocol):
         ...
 
     def monitor(self) -> MonitorResult:
-        """The resource's state; raises :class:`TimedOut` past MonitorTimeout."""
+        """The resource's state. Bound for the daemon (``Runtime`` made with shared=True),
+        raises :class:`TimedOut` past MonitorTimeout; otherwise answers UNKNOWN."""
         ...
 
     def online(self) -> Outcome: ...

@@ -95,8 +95,14 @@ def agent_cmd(
                         autostart=not no_autostart)  # fmt: skip
     # -v / -vv as the global option set them (app.py: WARNING less 10 per -v).
     logs.setup(max(0, (logging.WARNING - logging.getLogger().level) // 10))
+    # Not asyncio.run(): its clean-up joins executor threads, and one stuck in a hung
+    # libvirt call would keep a process alive that protects nothing. finish() exits now.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        asyncio.run(serve(loaded, opts, ready=lambda: sd_notify("READY=1"), notify=sd_notify))
+        loop.run_until_complete(
+            serve(loaded, opts, ready=lambda: sd_notify("READY=1"), notify=sd_notify)
+        )
     except StartupError as e:
         fail(obj, f"{e}; not starting", code=e.code)
     except Fatal:
@@ -190,9 +196,6 @@ def status_text(data: dict[str, Any]) -> None:
     title = f"kvmguest agent on {data['system']}"
     if not data["connected"]:
         title += " (libvirt NOT connected)"
-    if data["state_saved"] is False:
-        click.echo(f"WARNING: the agent cannot save its state: {data['state_error'] or '?'}",
-                   err=True)  # fmt: skip
     columns = ["resource", "group", "state", "confidence", "since", "last monitor"]
     waiting = any(r["admin_wait"] for r in data["resources"])
     if waiting:
@@ -208,8 +211,15 @@ def status_text(data: dict[str, Any]) -> None:
     print_table(columns, rows, title=title)
     for g, s in data["groups"].items():
         click.echo(f"group {g}: {s['state']}" + (" (frozen)" if s["frozen"] else ""))
+    for r in data["resources"]:
+        if r["admin_wait"]:
+            click.echo(f"{r['resource']} waits for the operator: {r['admin_wait']}")
     if data["reset_at"]:
-        click.echo(f"state reset at {data['reset_at']}")
+        click.echo(f"state lost, reset at {data['reset_at']}: every group is frozen until "
+                   "an operator unfreezes it")  # fmt: skip
+    if data["state_saved"] is False:
+        click.echo(f"state NOT being saved: {data['state_error'] or 'database error'} "
+                   "(monitoring and recovery go on)")  # fmt: skip
 
 
 @cli.command("status")

@@ -377,6 +377,8 @@ class Engine:
                 evidence = f"; {h.process_name} {pid} alive" if alive else ""
                 self.store.record(r.name, "monitor", f"timed out: {e}{evidence}")
                 log.warning("%s: monitor timed out: %s%s", r.name, e, evidence)
+                if self.metrics:
+                    self.metrics.monitor_timeouts.labels(r.name).inc()
                 d = r.machine.monitor_timed_out(action.id, self.clock(), alive, str(e))
                 self.apply(r, d)
                 return

@@ -30,13 +30,14 @@ LOCAL_QEMU_URIS = ("qemu:///system",)
 class KvmHandle:
     """One KVMGuest resource, bound to this system."""
 
-    def __init__(self, ctx: ep.Context, watch_process: bool) -> None:
+    def __init__(self, ctx: ep.Context, watch_process: bool, report_timeouts: bool = True) -> None:
         self.ctx = ctx
         self.resource = ctx.params.resource
         self.key = ctx.params.guest_name
         self.statics: Mapping[str, Typed] = ctx.params.statics
         self.process_name = "QEMU process"
         self._watch = watch_process and not ctx.params.rhev
+        self._timeouts = report_timeouts
 
     def timeout(self, entry_point: str) -> int:
         return self.ctx.params.timeout(entry_point)
@@ -44,7 +45,7 @@ class KvmHandle:
     def monitor(self) -> MonitorResult:
         deadline = self.ctx.deadline("Monitor")
         result = ep.monitor(self.ctx, deadline)
-        if result.state is ResourceState.UNKNOWN and deadline.expired():
+        if self._timeouts and result.state is ResourceState.UNKNOWN and deadline.expired():
             # The whole MonitorTimeout went by without an answer: a hung libvirtd or RHV-M
             # (a refused connection answers UNKNOWN at once and is not a timeout).
             raise TimedOut(result.detail)
@@ -110,7 +111,13 @@ class KvmRuntime:
         if self.shared and not guest_params(loaded, resource, self.env.system).rhev:
             hv = self._shared_hv()
         ctx = context(self.env, resource, loaded=loaded, hv=hv, progress=progress)
-        return KvmHandle(ctx, watch_process=self.shared and self.uri in LOCAL_QEMU_URIS)
+        # The daemon counts monitor timeouts (TimedOut); a one-shot monitor answers UNKNOWN
+        # (99), the only answer the VCS script convention has for it.
+        return KvmHandle(
+            ctx,
+            watch_process=self.shared and self.uri in LOCAL_QEMU_URIS,
+            report_timeouts=self.shared,
+        )
 
     def events(
         self, sink: EventSink, loop: asyncio.AbstractEventLoop, pool: Executor
