@@ -176,27 +176,31 @@ def recovery(label: str, agent: str, params: dict[str, str], name: str, serial: 
     return out
 
 
-def bench_recovery(name: str, kills: int, reaper: bool) -> None:
+def bench_recovery(name: str, kills: int, reaper: bool, vd: bool = True,
+                   ours: bool = True) -> None:  # fmt: skip
     print(f"\n== kill -9 of the guest's QEMU until it runs again under Pacemaker (one-node "
           f"cluster, {kills} kills each)", flush=True)  # fmt: skip
     with pm.guest_files(name) as (xml, serial), pm.one_node_cluster():
         node = pm.crm("crm_node", "-n").strip()
-        ours = {"guest_name": name, "guest_config_file_path": str(xml),
-                "delay_after_guest_offline": "10"}  # fmt: skip
-        with companion(node):
-            for interval in (10, 60):
-                runs = recovery(f"ours{interval}", "ocf:kvmguest:KVMGuest", ours, name, serial,
-                                kills, interval, 3.0)  # fmt: skip
-                pm.report_recovery(f"ours+comp {interval}s", runs)
-        vd = recovery("vd", "ocf:heartbeat:VirtualDomain",
-                      {"config": str(xml), "hypervisor": "qemu:///system"}, name, serial,
-                      kills, 10, 10.0)  # fmt: skip
-        pm.report_recovery("VirtualDomain 10s", vd)
+        params = {"guest_name": name, "guest_config_file_path": str(xml),
+                  "delay_after_guest_offline": "10"}  # fmt: skip
+        if ours:
+            with companion(node):
+                for interval in (10, 60):
+                    runs = recovery(f"ours{interval}", "ocf:kvmguest:KVMGuest", params, name,
+                                    serial, kills, interval, 3.0)  # fmt: skip
+                    pm.report_recovery(f"ours+comp {interval}s", runs)
+        if vd:
+            runs = recovery("vd", "ocf:heartbeat:VirtualDomain",
+                            {"config": str(xml), "hypervisor": "qemu:///system"}, name, serial,
+                            kills, 10, 10.0)  # fmt: skip
+            pm.report_recovery("VirtualDomain 10s", runs)
         if reaper:
             with libvirtd_under_reaper(), companion(node):
-                runs = recovery("oursr", "ocf:kvmguest:KVMGuest", ours, name, serial, kills,
-                                60, 3.0)  # fmt: skip
-                pm.report_recovery("ours+comp 60s, prompt reaper", runs)
+                for interval in (10, 60):
+                    runs = recovery(f"oursr{interval}", "ocf:kvmguest:KVMGuest", params, name,
+                                    serial, kills, interval, 3.0)  # fmt: skip
+                    pm.report_recovery(f"ours+comp {interval}s, prompt reaper", runs)
 
 
 def main() -> None:
@@ -209,6 +213,8 @@ def main() -> None:
         help="also: ours with libvirtd under a prompt subreaper (as under systemd)",
     )
     ap.add_argument("--no-recovery", action="store_true")
+    ap.add_argument("--no-vd", action="store_true", help="recovery: not VirtualDomain")
+    ap.add_argument("--no-ours", action="store_true", help="recovery: not ours (slow reaper)")
     ap.add_argument("--no-monitor", action="store_true")
     args = ap.parse_args()
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -222,7 +228,7 @@ def main() -> None:
             bench_monitors(name, xml, d, args.monitors)
         shutil.rmtree(d, ignore_errors=True)
     if not args.no_recovery:
-        bench_recovery(name, args.kills, args.reaper)
+        bench_recovery(name, args.kills, args.reaper, vd=not args.no_vd, ours=not args.no_ours)
 
 
 if __name__ == "__main__":
