@@ -20,15 +20,12 @@ agent (``kvmguest ocf install``). Uses the default companion socket
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,39 +138,9 @@ def bench_monitors(name: str, xml: Path, d: Path, n: int) -> None:
 
 def recovery(label: str, agent: str, params: dict[str, str], name: str, serial: Path,
              kills: int, interval: int, phase: float) -> list[pm.Recovery]:  # fmt: skip
-    """pm.bench_recovery with the kill's phase drawn from [0, phase) (the companion does not
-    wait for the monitor: its phase does not matter, and 60 s phases cost 20 minutes)."""
-    rid = f"bench-{label}"
-    pm.crm("cibadmin", "--create", "--scope", "resources", "--xml-text",
-           pm.primitive(rid, agent, params, interval))  # fmt: skip
-    rng = random.Random(4711)
-    out: list[pm.Recovery] = []
-    try:
-        pm.poll(lambda: pm.running_on_cluster(rid), 120, f"{rid} started", step=0.2)
-        pm.poll(lambda: pm.dom_running(name), 60, f"{name} running")
-        pm.wait_for_console(serial, pm.GUEST_UP, 120)
-        for _ in range(kills):
-            pm.pause(rng.uniform(1.0, phase))  # 1 s at least: the companion watches it again
-            pid = pm.poll(lambda: pm.qemu_pid(name), 30, "the QEMU pid")
-            mark = pm.console_offset(serial)
-            t0 = time.monotonic()
-            os.kill(pid, 9)
-            pm.poll(lambda: pm.fail_count(rid) > 0, 3 * interval + 60, "the failure recorded",
-                    step=0.05)  # fmt: skip
-            detected = time.monotonic() - t0
-            pm.poll(functools.partial(pm.restarted, name, pid), 180, f"{name} running again",
-                    step=0.02)  # fmt: skip
-            out.append(pm.Recovery(detected, time.monotonic() - t0))
-            pm.wait_for_console(serial, pm.GUEST_UP, 120, offset=mark)
-            pm.crm("crm_resource", "--cleanup", "--resource", rid)
-            pm.poll(lambda: pm.fail_count(rid) == 0, 60, "the failure cleaned up", step=0.2)
-    finally:
-        pm.crm("crm_resource", "--resource", rid, "--meta", "--set-parameter", "target-role",
-               "--parameter-value", "Stopped", check=False)  # fmt: skip
-        pm.poll(lambda: not pm.running_on_cluster(rid), 120, f"{rid} stopped", step=0.2)
-        pm.crm("cibadmin", "--delete", "--xml-text", f'<primitive id="{rid}"/>', check=False)
-        pm.crm("crm_resource", "--cleanup", "--resource", rid, check=False)
-    return out
+    """The kill's phase drawn from [1, phase): the companion does not wait for the monitor,
+    so its phase does not matter (and 60 s phases would cost 20 minutes)."""
+    return pm.bench_recovery(label, agent, params, name, serial, kills, interval, phase)
 
 
 def bench_recovery(name: str, kills: int, reaper: bool, vd: bool = True,

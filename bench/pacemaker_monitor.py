@@ -236,7 +236,9 @@ class Recovery(NamedTuple):
 
 
 def bench_recovery(label: str, agent: str, params: dict[str, str], name: str, serial: Path,
-                   kills: int, interval: int) -> list[Recovery]:  # fmt: skip
+                   kills: int, interval: int, phase: float | None = None,
+                   ) -> list[Recovery]:  # fmt: skip
+    """Kill at a random phase in [0, ``phase``) (default: the monitor interval)."""
     rid = f"bench-{label}"
     crm("cibadmin", "--create", "--scope", "resources", "--xml-text",
         primitive(rid, agent, params, interval))  # fmt: skip
@@ -249,13 +251,13 @@ def bench_recovery(label: str, agent: str, params: dict[str, str], name: str, se
         for _ in range(kills):
             # A random phase against the monitor interval: detection waits for the next
             # monitor, and a loop in step with it would measure the same phase every time.
-            pause(rng.uniform(0, interval))
+            pause(rng.uniform(0, interval) if phase is None else rng.uniform(1.0, phase))
             pid = poll(lambda: qemu_pid(name), 30, "the QEMU pid")
             mark = console_offset(serial)
             t0 = time.monotonic()
             os.kill(pid, 9)
             poll(lambda: fail_count(rid) > 0, 3 * interval + 60, "the failure recorded",
-                 step=0.1)  # fmt: skip
+                 step=0.05)  # fmt: skip
             detected = time.monotonic() - t0
             poll(functools.partial(restarted, name, pid), 180, f"{name} running again",
                  step=0.02)  # fmt: skip
