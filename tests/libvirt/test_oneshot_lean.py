@@ -12,10 +12,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.system.waiting import wait_until
 
 MAIN_CF = """\
 cluster c ( )
@@ -108,10 +109,7 @@ def test_a_running_daemon_answers_without_libvirt(cfg: Path, tmp_path: Path) -> 
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not sock.exists():
-            assert time.monotonic() < deadline, "the daemon's socket"
-            time.sleep(0.05)
+        wait_until(sock.exists, bool, 60, "the daemon's socket")
         os.environ["KVMGUEST_SOCKET"] = str(sock)
         try:
             code, out, imported = run(cfg, cache, "monitor", "vm", "-c", str(cfg),
