@@ -121,3 +121,28 @@ def test_a_running_daemon_answers_without_libvirt(cfg: Path, tmp_path: Path) -> 
     finally:
         daemon.terminate()
         daemon.wait(60)
+
+
+def test_a_running_companion_answers_without_libvirt(cfg: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    sock = tmp_path / "pacemaker.sock"
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "KVMGUEST_SYSTEM": "h1"}
+    companion = subprocess.Popen(
+        [sys.executable, "-m", "kvmguest", "agent", "--pacemaker", "--socket", str(sock),
+         "--agent-socket", str(tmp_path / "none.sock")], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(sock.exists, bool, 60, "the companion's socket")
+        os.environ["KVMGUEST_COMPANION_SOCKET"] = str(sock)
+        try:
+            code, out, imported = run(cfg, cache, "monitor", "vm", "-c", str(cfg), "--json",
+                                      importtime=True)  # fmt: skip
+        finally:
+            del os.environ["KVMGUEST_COMPANION_SOCKET"]
+        assert code == 110 and json.loads(out) == {
+            "state": "ONLINE", "confidence": 100, "detail": "running", "ok": True}  # fmt: skip
+        assert "libvirt" not in imported and "lark" not in imported
+    finally:
+        companion.terminate()
+        companion.wait(60)
