@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from cluster import ClusterError, TwoNodeCluster, wait_for
-from test_kvmguest_two_node import Guest, domstate, qemu_pid
+from test_kvmguest_two_node import Guest, domstate, monitor_recorded, qemu_pid
 from tests.system.guests import GUEST_UP, console_offset, console_text, domain_xml, wait_for_console
 
 pytestmark = [pytest.mark.pacemaker, pytest.mark.system]
@@ -156,16 +156,6 @@ def add_guest(c: TwoNodeCluster, g: Guest, monitor: str) -> None:
     c.prefer(RES, "node1")
 
 
-def monitor_failures(c: TwoNodeCluster, node: str) -> str | None:
-    """A failed recurring monitor of the resource in the CIB (what Pacemaker's own monitor
-    found), as opposed to the companion's report (an ``asyncmon`` failure)."""
-    xpath = (
-        f"//node_state[@uname='{node}']//lrm_resource[@id='{RES}']"
-        "/lrm_rsc_op[@operation='monitor' and @rc-code='7']"
-    )
-    return c.cib_query(xpath, node="node2")
-
-
 def test_a_crash_is_reported_at_once_and_planned_changes_never(
     companions: Companions, guest: Guest
 ) -> None:
@@ -198,7 +188,7 @@ def test_a_crash_is_reported_at_once_and_planned_changes_never(
     assert companions.log("node1").count("reporting it to Pacemaker") == 1, companions.log("node1")
     assert [f.task for f in st.failures] == ["asyncmon"], st.failures  # crm_resource --fail
     assert 1 <= st.fail_count(RES, "node1") <= 2
-    assert monitor_failures(c, "node1") is None
+    assert not monitor_recorded(c, RES, "node1", 7)  # no monitor found it
     new = qemu_pid(c, "node1", guest.name)
     assert new is not None
     companions.wait_watching("node1", new)
@@ -247,7 +237,7 @@ def test_without_the_companion_monitors_fall_back(companions: Companions, guest:
     wait_for(lambda: (qemu_pid(c, "node1", guest.name) or pid) != pid, 90,
              what="the guest restarted")  # fmt: skip
     # Found by Pacemaker's own recurring monitor, through the direct path.
-    assert monitor_failures(c, "node1") is not None
+    assert monitor_recorded(c, RES, "node1", 7)  # the direct path found it
     assert [f.task for f in c.status("node2").failures] == ["monitor"]
 
 
@@ -276,14 +266,8 @@ def test_libvirtd_down_is_degraded_and_reports_nothing(
         wait_for(lambda: c.run("node1", *argv, check=False).returncode == 190, 30,
                  what="the companion answering 190")  # fmt: skip
 
-        def degraded_recorded() -> bool:
-            xpath = (
-                f"//node_state[@uname='node1']//lrm_resource[@id='{RES}']"
-                "/lrm_rsc_op[@operation='monitor' and @rc-code='190']"
-            )
-            return c.cib_query(xpath, node="node2") is not None
-
-        wait_for(degraded_recorded, 30, what="a degraded monitor result in the CIB")
+        wait_for(lambda: monitor_recorded(c, RES, "node1", 190), 30,
+                 what="a degraded monitor result in the CIB")  # fmt: skip
         st = c.status("node2")
         assert st.where(RES) == ("node1",)
         # 190 is listed among crm_mon's "failures" but is no failure: no fail count.

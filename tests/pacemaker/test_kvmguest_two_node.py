@@ -80,6 +80,16 @@ def runs_on(cluster: TwoNodeCluster, node: str, name: str) -> bool:
     return domstate(cluster, node, name) == "running"
 
 
+def monitor_recorded(cluster: TwoNodeCluster, rsc: str, node: str, rc: int) -> bool:
+    """A recurring monitor of ``rsc`` on ``node`` with exit code ``rc`` is in the CIB."""
+    xpath = (
+        f"//node_state[@uname='{node}']//lrm_resource[@id='{rsc}']"
+        f"/lrm_rsc_op[@operation='monitor' and @rc-code='{rc}']"
+    )
+    other = next(n for n in cluster.nodes if n != node)
+    return cluster.cib_query(xpath, node=other) is not None
+
+
 def boots(g: Guest, offset: int = 0) -> int:
     return console_text(g.console, offset).count(GUEST_UP)
 
@@ -225,14 +235,8 @@ def test_libvirtd_down_neither_restarts_nor_blocks_stop(
             assert "alive" in proc.stderr
 
         # Pacemaker's own monitors get the same answer and leave the guest alone.
-        def degraded_recorded() -> bool:
-            xpath = (
-                f"//node_state[@uname='node1']//lrm_resource[@id='{RES}']"
-                "/lrm_rsc_op[@operation='monitor' and @rc-code='190']"
-            )
-            return c.cib_query(xpath, node="node2") is not None
-
-        wait_for(degraded_recorded, 30, what="a degraded monitor result in the CIB")
+        wait_for(lambda: monitor_recorded(c, RES, "node1", 190), 30,
+                 what="a degraded monitor result in the CIB")  # fmt: skip
         st = c.status("node2")
         assert st.where(RES) == ("node1",)
         assert st.fail_count(RES, "node1") == 0

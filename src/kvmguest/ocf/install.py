@@ -14,10 +14,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from kvmguest.agents import registry
+from kvmguest.guest.fsutil import atomic_write
 from kvmguest.ocf import companion_client
 from kvmguest.ocf.companion_client import DEFAULT_SOCKET as COMPANION_SOCKET
 from kvmguest.ocf.companion_client import FALLBACK
@@ -210,15 +210,7 @@ def install(
         text = wrapper(interpreter, render(type_name=name), name, paths, client, packaged)
         dest = dest_dir / name
         dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(dest, text, 0o755)
         written.append(dest)
     return written
 
@@ -263,14 +255,6 @@ def install_units(program: str, dest_dir: Path = SYSTEMD_DIR) -> list[Path]:
         if dpkg_owner(dest) is not None or dpkg_owner(Path("/lib/systemd/system") / name):
             continue
         dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(dest, text, 0o644)
         written.append(dest)
     return written
