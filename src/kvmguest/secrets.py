@@ -120,6 +120,28 @@ def load_or_create_key(path: str | os.PathLike[str] | None = None) -> bytes:
     return load_key(p)
 
 
+# A Fernet token: version byte 0x80, 8-byte timestamp, 16-byte IV, AES blocks, 32-byte HMAC.
+_FERNET_VERSION = 0x80
+_FERNET_OVERHEAD = 1 + 8 + 16 + 32
+
+
+def looks_encrypted(value: str) -> bool:
+    """Whether ``value`` has the shape of our ciphertext (not whether our key opens it):
+    what ``validate`` needs to tell a password pasted in clear from an encrypted one."""
+    import base64
+    import binascii
+
+    text = value.strip()
+    if not text or len(text) > 64 * 1024 or not text.isascii():
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(text.encode("ascii"))
+    except (binascii.Error, ValueError):
+        return False
+    body = len(raw) - _FERNET_OVERHEAD
+    return raw[0] == _FERNET_VERSION and body >= 16 and body % 16 == 0
+
+
 def encrypt(plaintext: str, key_path: str | os.PathLike[str] | None = None) -> str:
     """The ciphertext of ``plaintext`` (printable ASCII), creating the key if needed."""
     key = load_or_create_key(key_path)

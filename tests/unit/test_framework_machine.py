@@ -1093,8 +1093,8 @@ def test_policy_from_vcs_attribute_names() -> None:
 @pytest.mark.parametrize(
     ("attrs", "message"),
     [
-        ({"ManageFaults": "SOME"}, "ManageFaults must be ALL or NONE"),
-        ({"RestartLimit": "-1"}, "RestartLimit must not be negative"),
+        ({"ManageFaults": "SOME"}, "ManageFaults is ALL or NONE"),
+        ({"RestartLimit": "-1"}, "RestartLimit must be at least 0"),
         ({"MonitorInterval": "0"}, "MonitorInterval must be at least 1"),
         ({"ToleranceLimit": "two"}, "ToleranceLimit must be an integer"),
     ],

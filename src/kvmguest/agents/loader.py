@@ -11,7 +11,7 @@ from kvmguest.agents import registry
 from kvmguest.model import config_cache, resolver
 from kvmguest.model.config import Config, ConfigInvalid, Diagnostic, TypeDef, errors_of
 from kvmguest.model.types import parse_types
-from kvmguest.model.validate import Hook
+from kvmguest.model.validate import TypeRules
 from kvmguest.model.validate import validate as validate_model
 
 _built: tuple[int, dict[str, TypeDef]] | None = None
@@ -33,8 +33,11 @@ def builtin_types() -> dict[str, TypeDef]:
 def validate(cfg: Config) -> list[Diagnostic]:
     """Every problem of ``cfg``, each with its position: the model's checks and each
     resource's agent's own (its validate hook)."""
-    hooks: dict[str, Hook] = {a.type_name: a.check for a in registry.agents()}
-    return validate_model(cfg, builtin_types(), hooks)
+    rules = {
+        a.type_name: TypeRules(hook=a.check, ranges=a.ranges(), identity=a.identity)
+        for a in registry.agents()
+    }
+    return validate_model(cfg, builtin_types(), rules)
 
 
 class Loaded(resolver.Loaded):

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
     from kvmguest.agents.base import Env, Runtime
     from kvmguest.agents.ocf_interface import OcfSide
-    from kvmguest.model.attributes import AttrDef
+    from kvmguest.model.attributes import AttrDef, Typed
     from kvmguest.model.config import Block, Config, Diagnostic
+    from kvmguest.model.ranges import Range
     from kvmguest.model.resolver import Loaded
     from kvmguest.model.states import MonitorResult
 
@@ -41,6 +42,17 @@ class Agent:
     def check(self, cfg: Config, block: Block, attrs: dict[str, AttrDef]) -> list[Diagnostic]:
         """The validate hook: this type's own checks of one resource, with positions."""
         return []
+
+    def ranges(self) -> dict[str, Range]:
+        """Bounds of the type's own integer attributes, which ``validate`` enforces on the
+        resolved values (the framework's statics are bounded by the model)."""
+        return {}
+
+    def identity(self, values: dict[str, Typed]) -> str | None:
+        """What a resource with these values (resolved on one system) manages, as a short
+        phrase ("guest 'web'"); two resources with the same identity on one system are
+        refused by ``validate``. None: nothing that could clash."""
+        return None
 
     def runtime(self, env: Env, *, shared: bool = False) -> Runtime:
         """The agent's per-process state, from which resources are bound; ``shared``: one

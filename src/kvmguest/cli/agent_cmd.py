@@ -79,6 +79,10 @@ def agent_cmd(
         fail(obj, f"{env.config} is invalid; not starting", e.diagnostics, code=invalid)
     except OSError as e:
         fail(obj, f"cannot read {env.config}: {e.strerror}; not starting", code=invalid)
+    try:
+        loaded.require_system(env.system)
+    except KeyError as e:
+        fail(obj, f"{e.args[0]}; not starting", code=invalid)
     mine = [
         g for g, b in loaded.cfg.groups.items()
         if not isinstance(b.attrs.get("SystemList"), dict)

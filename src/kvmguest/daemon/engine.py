@@ -163,6 +163,7 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         fatal: Callable[[str, BaseException], None] | None = None,
     ) -> None:
+        loaded.require_system(env.system)  # KeyError: a host outside the cluster
         self.loaded = loaded
         # Called when a task the engine owns dies of an unexpected exception: the daemon
         # must then exit (and be restarted), never stay alive without protecting.

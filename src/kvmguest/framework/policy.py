@@ -9,9 +9,11 @@ hand over a resource's typed attributes as they are.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from kvmguest.model.ranges import GROUP_ENUMS, not_in_enum, out_of_range
 from kvmguest.model.states import ResourceState
 
 
@@ -39,7 +41,7 @@ _CLEAN_LABELS = {
     CleanReason.MONITOR_HUNG: "monitor hung",
 }
 
-MANAGE_FAULTS = ("ALL", "NONE")
+MANAGE_FAULTS = GROUP_ENUMS["ManageFaults"]
 
 # FaultOnMonitorTimeouts counts timeouts for at most this long after the first one.
 MONITOR_TIMEOUT_WINDOW = 3600.0
@@ -95,22 +97,19 @@ class ResourcePolicy:
     manage_faults: str = "ALL"  # a group attribute in VCS; per resource here
 
     def __post_init__(self) -> None:
+        # The model's tables: the bounds ``validate`` enforces are the bounds checked here,
+        # so a configuration that validate passed never stops the daemon.
         for f in fields(self):
             value = getattr(self, f.name)
+            vcs = _vcs_name(f.name)
             if f.name == "manage_faults":
-                if value not in MANAGE_FAULTS:
-                    raise PolicyError(f"ManageFaults must be ALL or NONE, not {value!r}")
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise PolicyError(f"{_vcs_name(f.name)} must be an integer, not {value!r}")
-            if value < 0:
-                raise PolicyError(f"{_vcs_name(f.name)} must not be negative ({value})")
-        for name in ("monitor_interval", "monitor_timeout", "online_timeout"):
-            if getattr(self, name) == 0:
-                raise PolicyError(f"{_vcs_name(name)} must be at least 1")
-        for name in ("offline_timeout", "clean_timeout", "migrate_timeout"):
-            if getattr(self, name) == 0:
-                raise PolicyError(f"{_vcs_name(name)} must be at least 1")
+                why = not_in_enum(vcs, value)
+            elif isinstance(value, bool) or not isinstance(value, int):
+                why = f"{vcs} must be an integer, not {value!r}"
+            else:
+                why = out_of_range(vcs, value)
+            if why:
+                raise PolicyError(why)
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, object]) -> ResourcePolicy:
@@ -130,8 +129,8 @@ class ResourcePolicy:
                 kwargs[name] = int(raw)
             elif isinstance(raw, int):
                 kwargs[name] = raw
-            elif isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
-                kwargs[name] = int(raw.strip())
+            elif isinstance(raw, str) and re.fullmatch(r"-?[0-9]{1,10}", raw):
+                kwargs[name] = int(raw)
             else:
                 raise PolicyError(f"{vcs} must be an integer, not {raw!r}")
         return cls(**kwargs)  # type: ignore[arg-type]

@@ -64,6 +64,7 @@ class TypeDef:
     name: str
     attrs: dict[str, AttrDef] = field(default_factory=dict)
     pos: Pos = field(default=NOWHERE, compare=False)
+    attr_pos: dict[str, Pos] = field(default_factory=dict, compare=False)
 
 
 @dataclass

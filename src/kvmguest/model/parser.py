@@ -247,6 +247,7 @@ class _Builder:
                 keys = tuple(default)
             if str(attr_tok) in tdef.attrs:
                 self.error(self.pos(attr_tok), f"type {tdef.name}: {attr_tok} declared twice")
+            tdef.attr_pos[str(attr_tok)] = self.pos(attr_tok)
             tdef.attrs[str(attr_tok)] = AttrDef(
                 name=str(attr_tok),
                 type=atype,
@@ -306,6 +307,9 @@ class _Builder:
                 )
         elif kind == "type_def":
             tdef = self.type_def(stmt)
+            if tdef.name in cfg.types:
+                first = cfg.types[tdef.name].pos
+                self.error(tdef.pos, f"type {tdef.name} is defined twice (first at {first})")
             cfg.types[tdef.name] = tdef
 
 

@@ -37,12 +37,37 @@ class SystemInfo:
     rhev_host: str | None
 
 
+def type_defaults(tdef: TypeDef) -> dict[str, Typed]:
+    """Every attribute of a resource of type ``tdef`` that sets nothing, typed: what an
+    agent advertises (the OCF meta-data's timeouts) before any configuration exists."""
+    attrs = effective_attrs(tdef)
+    return {name: coerce(adef, adef.default_value()) for name, adef in attrs.items()}
+
+
 class Loaded:
     """A configuration, with the types in force (the built-ins under the file's own)."""
 
     def __init__(self, cfg: Config, builtin: dict[str, TypeDef]) -> None:
         self.cfg = cfg
         self.types = merged_types(cfg.types, builtin)
+
+    def require_system(self, system: str | None) -> None:
+        """KeyError naming the declared systems when main.cf declares systems and
+        ``system`` is not one of them: a host that is not in the cluster runs nothing, and
+        must say so rather than silently run no group."""
+        systems = self.cfg.systems
+        if system is None or not systems or system in systems:
+            return
+        known = ", ".join(sorted(systems))
+        raise KeyError(
+            f"{self.cfg.path}: system {system!r} is not declared (systems: {known}); "
+            "give --system with one of them"
+        )
+
+    def resolve(self, block: Block, adef: AttrDef, system: str | None) -> Typed:
+        """One attribute of ``block`` on ``system``, typed (ValueError_ when it does not
+        fit its type)."""
+        return self._value(block, adef, system)
 
     def _value(self, block: Block, adef: AttrDef, system: str | None) -> Typed:
         raw = block.raw(adef.name, system)
@@ -55,7 +80,9 @@ class Loaded:
 
     def resource_values(self, resource: str, system: str | None) -> dict[str, Typed]:
         """Every attribute of the resource (framework statics included), typed, as it is
-        on ``system``. KeyError for an unknown resource or a type that is not defined."""
+        on ``system``. KeyError for an unknown resource, a type that is not defined, or a
+        system that main.cf does not declare."""
+        self.require_system(system)
         block = self.cfg.resource(resource)
         attrs = effective_attrs(self.types[block.kind])
         return {name: self._value(block, adef, system) for name, adef in attrs.items()}

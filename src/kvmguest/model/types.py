@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from functools import cache
 
 from kvmguest.model.attributes import AttrDef, AttrType, Dimension
@@ -118,18 +119,37 @@ def effective_attrs(tdef: TypeDef) -> dict[str, AttrDef]:
     return attrs
 
 
+def _layered(base: AttrDef | None, adef: AttrDef) -> AttrDef:
+    """``adef`` as it redefines ``base``: an association with fixed keys keeps the built-in
+    keys and their defaults (an older types.cf that lacks a key must not take it away from
+    the agent that reads it)."""
+    if (
+        base is None
+        or not base.keys
+        or adef.dimension is not base.dimension
+        or not isinstance(base.default, dict)
+        or not isinstance(adef.default, dict)
+    ):
+        return adef
+    keys = base.keys + tuple(k for k in adef.keys if k not in base.keys)
+    return replace(adef, default={**base.default, **adef.default}, keys=keys)
+
+
 def merged_types(file_types: dict[str, TypeDef], builtin: dict[str, TypeDef]) -> dict[str, TypeDef]:
     """The types in force: the built-ins, with types.cf definitions layered over them.
 
     A types.cf that defines a built-in type again (a VCS installation's own types.cf) may
-    add attributes or change defaults; the built-in attributes it leaves out stay.
+    add attributes or change defaults; the built-in attributes it leaves out stay. Whether
+    a redefinition is compatible is :mod:`kvmguest.model.typecheck`'s business.
     """
     out = {name: TypeDef(t.name, dict(t.attrs), t.pos) for name, t in builtin.items()}
     for name, tdef in file_types.items():
         if name.startswith("_"):
             continue
         if name in out:
-            out[name].attrs.update(tdef.attrs)
+            base = out[name].attrs
+            for aname, adef in tdef.attrs.items():
+                base[aname] = _layered(base.get(aname), adef)
             out[name].pos = tdef.pos
         else:
             out[name] = tdef

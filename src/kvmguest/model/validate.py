@@ -6,14 +6,30 @@ Nothing is started from a configuration that has any of these errors.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
-from kvmguest.model.attributes import AttrDef, ValueError_, coerce
-from kvmguest.model.config import Block, Config, Diagnostic, Pos, TypeDef
+from kvmguest.model import dependencies, ranges
+from kvmguest.model.attributes import AttrDef, Typed, ValueError_, coerce
+from kvmguest.model.config import Block, Config, Diagnostic, Pos, TypeDef, errors_of
+from kvmguest.model.resolver import Loaded
+from kvmguest.model.typecheck import check_types
 from kvmguest.model.types import effective_attrs, merged_types, object_types
 
 # A type's own checks of one resource (its agent's validate hook).
 Hook = Callable[[Config, Block, dict[str, AttrDef]], list[Diagnostic]]
+
+
+@dataclass(frozen=True)
+class TypeRules:
+    """What a type's agent adds to the model's checks of its resources."""
+
+    hook: Hook | None = None
+    # Bounds of the type's integer attributes (the framework's are in model.ranges).
+    ranges: Mapping[str, ranges.Range] = field(default_factory=dict)
+    # The object a resource manages, from its values on one system (a guest, a container):
+    # two resources with the same identity on one system would fight over it.
+    identity: Callable[[dict[str, Typed]], str | None] | None = None
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
@@ -22,11 +38,14 @@ def _suggest(name: str, known: Iterable[str]) -> str:
 
 
 class _Validator:
-    def __init__(self, cfg: Config, builtin: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
+    def __init__(
+        self, cfg: Config, builtin: dict[str, TypeDef], rules: dict[str, TypeRules]
+    ) -> None:
         self.cfg = cfg
         self.diags: list[Diagnostic] = []
+        self.builtin = builtin
         self.types = merged_types(cfg.types, builtin)
-        self.hooks = hooks
+        self.rules = rules
 
     def error(self, pos: Pos, message: str) -> None:
         self.diags.append(Diagnostic(pos, message))
@@ -69,7 +88,7 @@ class _Validator:
             self.semantic(block, attrs)
 
     def semantic(self, block: Block, attrs: dict[str, AttrDef]) -> None:
-        hook = self.hooks.get(block.kind)
+        hook = self.rules.get(block.kind, TypeRules()).hook
         if hook is not None:
             self.diags.extend(hook(self.cfg, block, attrs))
 
@@ -94,41 +113,74 @@ class _Validator:
                             f"group {group.name}: AutoStartList names {name!r}, "
                             "which is not in its SystemList",
                         )
-            mf = group.attrs.get("ManageFaults")
-            if isinstance(mf, str) and mf not in ("ALL", "NONE"):
-                self.error(
-                    group.position("ManageFaults"),
-                    f"group {group.name}: ManageFaults is ALL or NONE, not {mf!r}",
+            schema = object_types()["group"].attrs
+            for name in (*ranges.GROUP_ENUMS, *ranges.GROUP_RANGES):
+                raw = group.attrs.get(name)
+                if raw is None or name not in schema:
+                    continue
+                try:
+                    typed = coerce(schema[name], raw)
+                except ValueError_:
+                    continue  # reported with the attribute's type
+                why = ranges.not_in_enum(name, typed) or ranges.out_of_range(
+                    name, typed, ranges.GROUP_RANGES, {}
                 )
+                if why:
+                    self.error(group.position(name), f"group {group.name}: {why}")
 
-    def links(self) -> None:
-        res = self.cfg.resources
-        edges: dict[str, list[str]] = {}
-        for link in self.cfg.links:
-            missing = [n for n in (link.parent, link.child) if n not in res]
-            for n in missing:
-                self.error(link.pos, f"requires: no resource named {n!r}" + _suggest(n, res))
-            if missing:
-                continue
-            if link.parent == link.child:
-                self.error(link.pos, f"requires: {link.parent} cannot require itself")
-                continue
-            if res[link.parent].group != res[link.child].group:
-                self.error(
-                    link.pos,
-                    f"requires: {link.parent} and {link.child} are in different groups "
-                    "(link groups with 'requires group')",
-                )
-            edges.setdefault(link.parent, []).append(link.child)
-        cycle = find_cycle(edges)
-        if cycle:
-            first = next(lk for lk in self.cfg.links if lk.parent == cycle[0])
-            self.error(first.pos, "requires: dependency cycle " + " -> ".join(cycle))
-        for glink in self.cfg.group_links:
-            if glink.child_group not in self.cfg.groups:
-                self.error(glink.pos, f"requires group: no group named {glink.child_group!r}")
+    def systems_of(self, block: Block) -> list[str | None]:
+        """The systems a resource may run on: its group's SystemList, else every system."""
+        group = self.cfg.groups.get(block.group or "")
+        sl = group.attrs.get("SystemList") if group is not None else None
+        if isinstance(sl, dict) and sl:
+            return list(sl)
+        return list(self.cfg.systems) or [None]
+
+    def resolved(self, clean: list[Block]) -> None:
+        """Checks of the values as the resolver gives them on each system: the ranges of
+        the framework's statics and the type's attributes, and two resources that manage
+        one object on one system."""
+        loaded = Loaded(self.cfg, self.builtin)
+        seen: set[tuple[Pos, str]] = set()
+        owners: dict[tuple[str | None, str], Block] = {}
+        for block in clean:
+            rules = self.rules.get(block.kind, TypeRules())
+            attrs = effective_attrs(self.types[block.kind])
+            for system in self.systems_of(block):
+                values: dict[str, Typed] = {}
+                for name, adef in attrs.items():
+                    try:
+                        values[name] = loaded.resolve(block, adef, system)
+                    except ValueError_:
+                        continue  # a bad type default: reported at the type
+                    why = (ranges.out_of_range(name, values[name]) if adef.static else None) or (
+                        ranges.out_of_range(name, values[name], rules.ranges, {})
+                    )
+                    if not why:
+                        continue
+                    written = name in block.attrs or name in block.local
+                    if not written and adef.static:
+                        continue  # a static type default: reported at the type
+                    where = "" if written else " (the type's default)"
+                    diag = (block.position(name), f"{block.kind} {block.name}: {why}{where}")
+                    if diag not in seen:
+                        seen.add(diag)
+                        self.error(*diag)
+                complete = len(values) == len(attrs)
+                ident = rules.identity(values) if rules.identity and complete else None
+                if ident is None:
+                    continue
+                other = owners.setdefault((system, ident), block)
+                if other is not block:
+                    on = f" on system {system}" if system else ""
+                    self.error(
+                        block.pos,
+                        f"{block.kind} {block.name}: manages {ident}{on}, as {other.kind} "
+                        f"{other.name} ({other.pos}) does: two agents would fight over it",
+                    )
 
     def run(self) -> list[Diagnostic]:
+        self.diags.extend(check_types(self.cfg.types, self.builtin))
         objects = object_types()
         if self.cfg.cluster is not None:
             self.attributes(self.cfg.cluster, objects["cluster"].attrs, resource=False)
@@ -137,6 +189,7 @@ class _Validator:
         for group in self.cfg.groups.values():
             self.attributes(group, objects["group"].attrs, resource=False)
         self.groups()
+        clean: list[Block] = []
         for block in self.cfg.resources.values():
             tdef = self.types.get(block.kind)
             if tdef is None:
@@ -146,43 +199,18 @@ class _Validator:
                     + _suggest(block.kind, self.types),
                 )
                 continue
+            before = len(self.diags)
             self.attributes(block, effective_attrs(tdef), resource=True)
-        self.links()
+            if not errors_of(self.diags[before:]):
+                clean.append(block)
+        self.resolved(clean)
+        self.diags.extend(dependencies.check(self.cfg))
         return sorted(self.diags, key=lambda d: (d.pos.file, d.pos.line, d.pos.col))
 
 
-def find_cycle(edges: dict[str, list[str]]) -> list[str]:
-    """A cycle in a directed graph as [a, b, ..., a], or [] when there is none."""
-    white, grey, black = 0, 1, 2
-    color: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str]:
-        color[node] = grey
-        stack.append(node)
-        for nxt in edges.get(node, []):
-            c = color.get(nxt, white)
-            if c == grey:
-                return [*stack[stack.index(nxt) :], nxt]
-            if c == white:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        color[node] = black
-        return []
-
-    for node in sorted(edges):
-        if color.get(node, white) == white:
-            found = visit(node)
-            if found:
-                return found
-    return []
-
-
 def validate(
-    cfg: Config, builtin: dict[str, TypeDef], hooks: dict[str, Hook] | None = None
+    cfg: Config, builtin: dict[str, TypeDef], rules: dict[str, TypeRules] | None = None
 ) -> list[Diagnostic]:
     """Every problem of ``cfg`` with its position; ``builtin``: the types the agents define,
-    ``hooks``: each type's own checks (the agents' registry passes both)."""
-    return _Validator(cfg, builtin, hooks or {}).run()
+    ``rules``: each type's own checks (the agents' registry passes both)."""
+    return _Validator(cfg, builtin, rules or {}).run()

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
 from kvmguest.agents import registry
-from kvmguest.agents.loader import builtin_types
+from kvmguest.agents.loader import Loaded, builtin_types
 from kvmguest.agents.ocf_interface import OcfSide, flatten
 from kvmguest.model.attributes import AttrDef, Value
 from kvmguest.model.config import Block, Config
-from kvmguest.model.types import effective_attrs, merged_types, object_types
+from kvmguest.model.types import effective_attrs, object_types
 
 PROVIDER = ("ocf", "kvmguest")
 # Statics that become ops or meta attributes (the rest is reported when it differs from
@@ -195,7 +195,8 @@ class _Exporter:
         self.cfg = cfg
         self.out = Export()
         builtin = builtin_types()
-        self.types = merged_types(cfg.types, builtin)
+        self.loaded = Loaded(cfg)
+        self.types = self.loaded.types
         self.builtin = {name: effective_attrs(t) for name, t in builtin.items()}
         self.sides: dict[str, OcfSide] = {}
         for agent in registry.ocf_agents():
@@ -224,15 +225,18 @@ class _Exporter:
     # -- values --------------------------------------------------------------------
 
     def static(self, block: Block, name: str) -> Value:
-        """A static's value for ``block``: the resource's own, else the type's."""
+        """A static's value for ``block`` as written: the resource's own, else the type's
+        (what the report quotes and compares with the built-in)."""
         raw = block.attrs.get(name)
         if raw is not None:
             return raw
         return self.attrs(block)[name].default_value()
 
     def static_int(self, block: Block, name: str) -> int:
-        value = self.static(block, name)
-        return int(value) if isinstance(value, str) else 0
+        """A static integer of ``block``, typed by the one resolver."""
+        value = self.loaded.statics(block.name)[name]
+        assert isinstance(value, int)
+        return int(value)
 
     def differs(self, block: Block, name: str) -> bool:
         builtin = self.builtin.get(block.kind, {}).get(name)

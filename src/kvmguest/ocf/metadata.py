@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 from kvmguest.agents import registry
 from kvmguest.agents.loader import builtin_types
 from kvmguest.agents.ocf_interface import OcfSide
-from kvmguest.model.types import effective_attrs
+from kvmguest.model.resolver import type_defaults
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,12 @@ class Timeouts:
     @classmethod
     def from_type(cls, type_name: str | None = None) -> Timeouts:
         name = type_name or registry.default_ocf_agent().type_name
-        attrs = effective_attrs(builtin_types()[name])
+        values = type_defaults(builtin_types()[name])
 
         def value(name: str) -> int:
-            default = attrs[name].default
-            assert isinstance(default, str)
-            return int(default)
+            typed = values[name]
+            assert isinstance(typed, int)
+            return typed
 
         return cls(
             start=value("OnlineTimeout"),

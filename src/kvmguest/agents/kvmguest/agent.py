@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from kvmguest.agents.base import Env
     from kvmguest.agents.kvmguest.runtime import KvmRuntime
     from kvmguest.agents.ocf_interface import OcfSide
-    from kvmguest.model.attributes import AttrDef
+    from kvmguest.model.attributes import AttrDef, Typed
     from kvmguest.model.config import Block, Config, Diagnostic
+    from kvmguest.model.ranges import Range
     from kvmguest.model.resolver import Loaded
     from kvmguest.model.states import MonitorResult
 
@@ -32,6 +33,16 @@ class KVMGuestAgent(Agent):
         from kvmguest.agents.kvmguest.checks import check
 
         return check(cfg, block, attrs)
+
+    def ranges(self) -> dict[str, Range]:
+        from kvmguest.model.ranges import NON_NEGATIVE
+
+        return {"DelayAfterGuestOnline": NON_NEGATIVE, "DelayAfterGuestOffline": NON_NEGATIVE}
+
+    def identity(self, values: dict[str, Typed]) -> str | None:
+        from kvmguest.agents.kvmguest.checks import identity
+
+        return identity(values)
 
     def runtime(self, env: Env, *, shared: bool = False) -> KvmRuntime:
         from kvmguest.agents.kvmguest.runtime import KvmRuntime

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-from kvmguest.model.attributes import AttrDef
+from kvmguest.model.attributes import AttrDef, Typed
 from kvmguest.model.config import Block, Config, Diagnostic
+from kvmguest.model.text import shown
+from kvmguest.secrets import looks_encrypted
 
 # Checks of one attribute's whole value, for the attributes whose meaning we know beyond
 # their type: (attribute) -> function(value as association) -> list of messages.
@@ -27,18 +29,20 @@ def check_rhevminfo(info: dict[str, str]) -> list[str]:
         return []
     errors: list[str] = []
     url = info.get("URL", "NONE")
-    parts = urlsplit(url) if url not in ("", "NONE") else None
-    if parts is None:
+    if url in ("", "NONE"):
         errors.append("RHEVMInfo.URL is required when RHEVMInfo.Enabled = 1")
-    elif parts.scheme != "https":
-        errors.append(
-            f"RHEVMInfo.URL must be https:// (the RHV-M API is only spoken over TLS), not {url!r}"
-        )
-    elif not parts.hostname:
-        errors.append(f"RHEVMInfo.URL {url!r} has no host name")
+    else:
+        errors += _url_errors(url)
     for key in ("User", "Password", "Cluster"):
         if info.get(key, "NONE") in ("", "NONE"):
             errors.append(f"RHEVMInfo.{key} is required when RHEVMInfo.Enabled = 1")
+    password = info.get("Password", "NONE")
+    if password not in ("", "NONE") and not looks_encrypted(password):
+        # Never quote it: it is most likely the password itself.
+        errors.append(
+            "RHEVMInfo.Password is not encrypted: store the output of "
+            "`kvmguest secret encrypt`, never the password itself (docs/rhevm.md)"
+        )
     # Debian does not ship the oVirt SDK: the package runs without it, RHEV resources do not.
     if not _have_ovirt_sdk():
         errors.append(
@@ -46,6 +50,46 @@ def check_rhevminfo(info: dict[str, str]) -> list[str]:
             "(pip install 'kvmguest[rhevm]'; docs/rhevm.md)"
         )
     return errors
+
+
+def rhevm_url(url: str) -> SplitResult | None:
+    """The RHV-M URL's parts, or None when it cannot be parsed at all (``https://[::1``)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    return parts
+
+
+def _url_errors(url: str) -> list[str]:
+    parts = rhevm_url(url)
+    if parts is None:
+        return [f"RHEVMInfo.URL {shown(url)} is not a well-formed URL"]
+    if parts.scheme != "https":
+        return [
+            f"RHEVMInfo.URL must be https:// (the RHV-M API is only spoken over TLS), "
+            f"not {shown(url)}"
+        ]
+    if not parts.hostname:
+        return [f"RHEVMInfo.URL {shown(url)} has no host name"]
+    return []
+
+
+def identity(values: dict[str, Typed]) -> str | None:
+    """What the resource manages on a system: a libvirt domain by name, or an RHV-M VM
+    by engine and name (the same VM name on two engines is two VMs)."""
+    name = str(values.get("GuestName", ""))
+    if not name:
+        return None
+    info = values.get("RHEVMInfo")
+    if isinstance(info, dict) and str(info.get("Enabled")) == "1":
+        parts = rhevm_url(str(info.get("URL", "")))
+        if parts is None or not parts.hostname:
+            return None  # reported by the RHEVMInfo check
+        engine = f"{parts.hostname}:{parts.port or 443}{parts.path.rstrip('/')}"
+        return f"VM {shown(name)} of RHV-M {engine}"
+    return f"guest {shown(name)}"
 
 
 def check_ceinfo(info: dict[str, str]) -> list[str]:
