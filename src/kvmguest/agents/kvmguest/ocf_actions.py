@@ -225,7 +225,12 @@ def resolve(env: OcfEnv, action: str) -> Resolved:
     cfg, rid = build_config(env, statics)
     uri = env.get("hypervisor") or DEFAULT_URI
     system = this_system(env)
-    ctx = context(Env(config=cfg.path, system=system, uri=uri), rid, loaded=Loaded(cfg))
+    loaded = Loaded(cfg)
+    try:
+        loaded.require_system(system)  # main.cf's systems; parameters alone declare the node
+    except KeyError as e:
+        raise OcfError(Ocf.ERR_CONFIGURED, str(e.args[0])) from None
+    ctx = context(Env(config=cfg.path, system=system, uri=uri), rid, loaded=loaded)
     p = ctx.params
     default = {
         "start": p.timeout("Online"),
