@@ -152,9 +152,12 @@ def test_compatible_redefinition_overrides_defaults_and_adds(tmp_path: Path) -> 
 def test_a_type_defined_twice_is_refused(tmp_path: Path) -> None:
     text = "type Mount ( str MountPoint )\ntype Mount ( str BlockDevice )\n" + HEAD
     text += "KVMGuest r ( GuestName = a )\n"
-    assert one(tmp_path, text) == "main.cf:2:6: type Mount is defined twice (first at " + str(
-        tmp_path / "main.cf"
-    ) + ":1:6)"
+    assert (
+        one(tmp_path, text)
+        == "main.cf:2:6: type Mount is defined twice (first at "
+        + str(tmp_path / "main.cf")
+        + ":1:6)"
+    )
 
 
 # -- two resources, one guest -------------------------------------------------------------
@@ -280,7 +283,8 @@ def test_a_thousand_deep_group_chain_validates(tmp_path: Path) -> None:
 
 def test_malformed_rhevm_url_is_refused(tmp_path: Path, ciphertext: str) -> None:
     msg = one(tmp_path, HEAD + _rhev("https://[::1", "r", ciphertext))
-    assert msg.startswith("main.cf:4:") and "RHEVMInfo.URL 'https://[::1' is not a well-formed" in msg
+    assert msg.startswith("main.cf:4:")
+    assert "RHEVMInfo.URL 'https://[::1' is not a well-formed" in msg
 
 
 def test_http_rhevm_url_stays_refused(tmp_path: Path, ciphertext: str) -> None:
