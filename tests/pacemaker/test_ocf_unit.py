@@ -275,6 +275,13 @@ def test_qemu_pid_checks_the_command_line(tmp_path: Path) -> None:
     (run / "vm1.pid").unlink()  # lost pid file: the scan still finds it
     assert procs.qemu_pid("vm1", **kw) == 100
     assert procs.qemu_processes(proc=str(proc)) == {"vm1": 100}
+    # By argument, never by substring: guest=web1 is not guest web.
+    _fake_proc(proc, 400, [QEMU, "-name", "guest=web1,debug-threads=on"])
+    (run / "web.pid").write_text("400\n")
+    assert procs.qemu_pid("web", **kw) is None
+    assert procs.qemu_pid("web1", **kw) == 400
+    (run / "web1.pid").write_text("\u0664\u0660\u0660\n")  # Arabic-Indic digits: not a pid
+    assert procs.qemu_pid("web1", **kw) == 400  # found by the scan, not the bad file
 
 
 def test_only_the_local_system_driver_has_process_evidence() -> None:

@@ -180,7 +180,12 @@ class _Validator:
                     )
 
     def run(self) -> list[Diagnostic]:
-        self.diags.extend(check_types(self.cfg.types, self.builtin))
+        type_errors = check_types(self.cfg.types, self.builtin)
+        for found in type_errors.values():
+            self.diags.extend(found)
+        # A resource of a type whose definition is wrong is not checked further: its
+        # agent's checks and the resolver would read attributes as the type misstates them.
+        broken = set(type_errors)
         objects = object_types()
         if self.cfg.cluster is not None:
             self.attributes(self.cfg.cluster, objects["cluster"].attrs, resource=False)
@@ -200,8 +205,8 @@ class _Validator:
                 )
                 continue
             before = len(self.diags)
-            self.attributes(block, effective_attrs(tdef), resource=True)
-            if not errors_of(self.diags[before:]):
+            self.attributes(block, effective_attrs(tdef), resource=block.kind not in broken)
+            if not errors_of(self.diags[before:]) and block.kind not in broken:
                 clean.append(block)
         self.resolved(clean)
         self.diags.extend(dependencies.check(self.cfg))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+from kvmguest.agents.kvmguest import procs
 from kvmguest.agents.kvmguest.hypervisor import Progress
 from kvmguest.agents.kvmguest.libvirt_conn import (
     agent_error,
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 METADATA_URI = "https://kvmguest.dev/xmlns/config/1"
 METADATA_KEY = "kvmguest"
-QEMU_RUN_DIR = Path("/run/libvirt/qemu")
 
 
 def file_digest(xml: str) -> str:
@@ -312,15 +312,10 @@ class LibvirtKVM:
         """
         if self.uri not in ("qemu:///system", "qemu+unix:///system"):
             return False
-        pidfile = QEMU_RUN_DIR / f"{name}.pid"
-        try:
-            pid = int(pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            return False
-        if f"guest={name}".encode() not in b",".join(cmdline) or not any(
-            b"qemu" in part for part in cmdline[:1]
-        ):
+        # procs reads the pid file and checks the process's own -name argument (guest=web
+        # is not guest=web1), and that it lives.
+        pid = procs.qemu_pid(name)
+        if pid is None:
             return False
         os.kill(pid, signal.SIGKILL)
         log.warning("%s: libvirt unreachable, killed its QEMU process %d", name, pid)

@@ -73,7 +73,10 @@ def _same_pid_ns(pid: int, proc: str) -> bool:
 def qemu_pid(name: str, *, run_dir: str = QEMU_RUN_DIR, proc: str = PROC) -> int | None:
     """The pid of the live QEMU process of guest ``name`` on this host, or None."""
     try:
-        pid = int(_read(f"{run_dir}/{name}.pid").strip())
+        text = _read(f"{run_dir}/{name}.pid").strip()
+        if not text.isdigit():  # bytes: ASCII digits only
+            raise ValueError(f"not a pid: {text[:16]!r}")
+        pid = int(text)
         if guest_of(_cmdline(pid, proc)) == name and _alive(pid, proc):
             return pid
     except (OSError, ValueError):
