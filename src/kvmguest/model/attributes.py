@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from kvmguest.model.excerpt import excerpt
+
 # The raw value of an attribute: scalar, vector/keylist, or association.
 Value = str | list[str] | dict[str, str]
 Typed = str | int | bool | list[str] | list[int] | list[bool] | dict[str, str] | dict[str, int]
@@ -54,16 +56,38 @@ class ValueError_(Exception):
     """A value does not fit its attribute's type or dimension (message says how)."""
 
 
+# VCS integers are 32-bit signed; a larger one is a typo, and would overflow a timer.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
+def parse_int(text: str) -> int:
+    """``text`` as an integer when it is one written plainly: an optional ``-`` and ASCII
+    digits, nothing else. Python's int() also takes ``١٢``, ``1_000``, ``+5`` and `` 12``,
+    which no operator means. ValueError (its message what was expected: "an integer ...")
+    for those, and for anything outside 32 bits."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        try:
+            int(text)
+        except ValueError:
+            raise ValueError("an integer") from None
+        raise ValueError("an integer written with the digits 0-9 (and a leading '-')")
+    value = int(text, 10)
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(f"an integer from {INT_MIN} to {INT_MAX}")
+    return value
+
+
 def _scalar(adef: AttrDef, raw: str, what: str) -> str | int | bool:
     if adef.type is AttrType.INT:
         try:
-            return int(raw, 10)
-        except ValueError:
-            raise ValueError_(f"{what} must be an integer, not {raw!r}") from None
+            return parse_int(raw)
+        except ValueError as e:
+            raise ValueError_(f"{what} must be {e}, not {excerpt(raw)}") from None
     if adef.type is AttrType.BOOLEAN:
         if raw in ("0", "1"):
             return raw == "1"
-        raise ValueError_(f"{what} is a boolean: 0 or 1, not {raw!r}")
+        raise ValueError_(f"{what} is a boolean: 0 or 1, not {excerpt(raw)}")
     return raw
 
 
@@ -87,13 +111,15 @@ def coerce(adef: AttrDef, value: Value) -> Typed:
     if isinstance(value, list):
         if adef.dimension is Dimension.KEYLIST and len(set(value)) != len(value):
             dup = next(v for v in value if value.count(v) > 1)
-            raise ValueError_(f"{adef.name} is a keylist: {dup!r} appears twice")
+            raise ValueError_(f"{adef.name} is a keylist: {excerpt(dup)} appears twice")
         items = [_scalar(adef, v, f"{adef.name} element") for v in value]
         return items  # type: ignore[return-value]
     if adef.keys:
         for key in value:
             if key not in adef.keys:
-                raise ValueError_(f"{adef.name} has no key {key!r} (keys: {', '.join(adef.keys)})")
+                raise ValueError_(
+                    f"{adef.name} has no key {excerpt(key)} (keys: {', '.join(adef.keys)})"
+                )
     if adef.type is AttrType.STR:
         return dict(value)
     out: dict[str, int] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, Unexpec
 from lark.exceptions import UnexpectedToken
 
 from kvmguest.model.attributes import AttrDef, AttrType, Dimension, Value
-from kvmguest.model.cache import cache_dir, private, write_cache
+from kvmguest.model.cache import cache_dir, read_cache, write_cache
 from kvmguest.model.config import (
     Block,
     Config,
@@ -32,6 +33,8 @@ from kvmguest.model.config import (
     Pos,
     TypeDef,
 )
+from kvmguest.model.excerpt import excerpt
+from kvmguest.model.files import UnreadableFile, main_cf, read_config_file
 
 _TERMINAL_NAMES = {
     "WORD": "a name or value",
@@ -86,16 +89,12 @@ def _cache_path(grammar: str) -> Path:
 
 
 def _load_cached_parser(grammar: str) -> Lark | None:
-    path = _cache_path(grammar)
+    raw = read_cache(str(_cache_path(grammar)))
+    if raw is None:
+        return None
     try:
-        if not private(os.stat(path.parent)):
-            return None
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            if not private(os.fstat(f.fileno())):
-                return None
-            return Lark.load(f)
-    except Exception:  # absent, unreadable, or from another lark: rebuild
+        return Lark.load(io.BytesIO(raw))
+    except Exception:  # damaged, or from another lark: rebuild
         return None
 
 
@@ -123,12 +122,12 @@ def unquote(text: str) -> str:
 
 def _syntax_message(err: UnexpectedInput) -> str:
     if isinstance(err, UnexpectedCharacters):
-        return f"unexpected character {err.char!r}"
+        return f"unexpected character {excerpt(err.char)}"
     if isinstance(err, UnexpectedEOF):
         return "unexpected end of file (a block is not closed?)"
     if isinstance(err, UnexpectedToken):
         tok = err.token
-        got = "end of file" if tok.type == "$END" else repr(str(tok))
+        got = "end of file" if tok.type == "$END" else excerpt(str(tok))
         # LALR merges states of type bodies and attribute blocks; keep the hint to
         # what is useful in either.
         expected = sorted(
@@ -177,7 +176,7 @@ class _Builder:
                 key_tree, val_tree = (c for c in pair.children if isinstance(c, Tree))
                 key = self.scalar(key_tree)
                 if key in assoc:
-                    self.error(self.pos(pair), f"key {key!r} appears twice")
+                    self.error(self.pos(pair), f"key {excerpt(key)} appears twice")
                 assoc[key] = self.scalar(val_tree)
             return assoc
         return [self.scalar(c) for c in elements]
@@ -313,11 +312,55 @@ def _is(node: object, data: str) -> bool:
     return isinstance(node, Tree) and node.data == data
 
 
+# Control characters (C0 and C1, DEL) and the Unicode line separators are refused anywhere
+# in a file: a NUL or an escape sequence in a value ends up in a libvirt call, a log line or
+# a terminal, and a line separator would make the positions lie. Tab, newline and carriage
+# return are whitespace between tokens, but not inside a quoted value: there one is a
+# missing closing quote far more often than a wish.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_IN_VALUE = re.compile("[\t\n\r]")
+
+
+def _pos_at(text: str, offset: int, file: str) -> Pos:
+    """The line and column (1-based, as lark counts) of ``offset`` in ``text``."""
+    line = text.count("\n", 0, offset) + 1
+    return Pos(file, line, offset - text.rfind("\n", 0, offset))
+
+
+def _control_chars(text: str, file: str) -> Diagnostic | None:
+    m = _CONTROL.search(text)
+    if m is None:
+        return None
+    return Diagnostic(
+        _pos_at(text, m.start(), file),
+        f"control character {excerpt(m.group())} is not allowed in a configuration file",
+    )
+
+
+def _control_in_values(tree: Tree[Token], text: str, file: str) -> list[Diagnostic]:
+    diags = []
+    for tok in tree.scan_values(lambda t: isinstance(t, Token) and t.type == "STRING"):
+        m = _CONTROL_IN_VALUE.search(str(tok))
+        if m is None or tok.start_pos is None:
+            continue
+        hint = " (a missing closing quote?)" if m.group() == "\n" else ""
+        diags.append(
+            Diagnostic(
+                _pos_at(text, tok.start_pos + m.start(), file),
+                f"a quoted value may not hold control character {excerpt(m.group())}{hint}",
+            )
+        )
+    return diags
+
+
 def parse_text(
     text: str, file: str, config: Config | None = None
 ) -> tuple[Config, list[Diagnostic], list[tuple[str, Pos]]]:
     """Parse one file into ``config`` (a new one if None): (config, diagnostics, includes)."""
     cfg = config if config is not None else Config(path=file)
+    control = _control_chars(text, file)
+    if control is not None:
+        return cfg, [control], []
     diags: list[Diagnostic] = []
     try:
         tree = _lark().parse(text)
@@ -329,6 +372,7 @@ def parse_text(
             line, col = len(lines), len(lines[-1]) + 1
         diags.append(Diagnostic(Pos(file, line, col), _syntax_message(err)))
         return cfg, diags, []
+    diags.extend(_control_in_values(tree, text, file))
     builder = _Builder(cfg, file, diags)
     for stmt in tree.children:
         if isinstance(stmt, Tree):
@@ -339,9 +383,16 @@ def parse_text(
     return cfg, diags, builder.includes
 
 
+def _path_shown(path: str) -> str:
+    # An include's file name is the operator's text: a 100 KB one is not quoted whole.
+    return path if len(path) <= 200 and path.isprintable() else excerpt(path)
+
+
 def load(path: str | os.PathLike[str]) -> tuple[Config, list[Diagnostic]]:
-    """Read ``path`` and everything it includes. Returns the config and its syntax errors."""
-    root = Path(path)
+    """Read ``path`` (a directory: its main.cf) and everything it includes. Returns the
+    config and its syntax errors; a file that cannot be read is one of them."""
+    top = main_cf(os.fspath(path))
+    root = Path(top)
     cfg = Config(path=str(root))
     diags: list[Diagnostic] = []
     seen: set[Path] = set()
@@ -349,11 +400,13 @@ def load(path: str | os.PathLike[str]) -> tuple[Config, list[Diagnostic]]:
     def visit(file: Path, shown: str, at: Pos | None, depth: int) -> None:
         try:
             real = file.resolve()
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            text = read_config_file(file)
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop in resolve()
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            where = at if at is not None else Pos(shown, 1, 1)
-            diags.append(Diagnostic(where, f"cannot read {shown}: {why}"))
+            where = at or Pos(shown, 1, 1)
+            if isinstance(e, UnreadableFile) and e.at is not None:  # a bad byte in the file
+                where = Pos(shown, *e.at)
+            diags.append(Diagnostic(where, f"cannot read {_path_shown(shown)}: {why}"))
             return
         if real in seen:
             if at is not None:
@@ -371,7 +424,7 @@ def load(path: str | os.PathLike[str]) -> tuple[Config, list[Diagnostic]]:
             inc_shown = inc if os.path.isabs(inc) else str(Path(shown).parent / inc)
             visit(inc_path, inc_shown, inc_pos, depth + 1)
 
-    visit(root, str(path), None, 0)
+    visit(root, top, None, 0)
     return cfg, diags
 
 
