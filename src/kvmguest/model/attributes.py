@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 
 from kvmguest.model.excerpt import excerpt
+from kvmguest.model.integers import parse_int
 
 # The raw value of an attribute: scalar, vector/keylist, or association.
 Value = str | list[str] | dict[str, str]
@@ -54,28 +55,6 @@ class AttrDef:
 
 class ValueError_(Exception):
     """A value does not fit its attribute's type or dimension (message says how)."""
-
-
-# VCS integers are 32-bit signed; a larger one is a typo, and would overflow a timer.
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1
-
-
-def parse_int(text: str) -> int:
-    """``text`` as an integer when it is one written plainly: an optional ``-`` and ASCII
-    digits, nothing else. Python's int() also takes ``١٢``, ``1_000``, ``+5`` and `` 12``,
-    which no operator means. ValueError (its message what was expected: "an integer ...")
-    for those, and for anything outside 32 bits."""
-    digits = text[1:] if text.startswith("-") else text
-    if not (digits.isascii() and digits.isdigit()):
-        try:
-            int(text)
-        except ValueError:
-            raise ValueError("an integer") from None
-        raise ValueError("an integer written with the digits 0-9 (and a leading '-')")
-    value = int(text, 10)
-    if not INT_MIN <= value <= INT_MAX:
-        raise ValueError(f"an integer from {INT_MIN} to {INT_MAX}")
-    return value
 
 
 def _scalar(adef: AttrDef, raw: str, what: str) -> str | int | bool:
