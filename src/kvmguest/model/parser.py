@@ -21,7 +21,7 @@ import lark
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.exceptions import UnexpectedToken
 
-from kvmguest.model.attributes import AttrDef, AttrType, Dimension, Value
+from kvmguest.model.attributes import AttrDef, AttrType, Dimension, Value, ValueError_, coerce
 from kvmguest.model.cache import cache_dir, read_cache, write_cache
 from kvmguest.model.config import (
     Block,
@@ -236,10 +236,12 @@ class _Builder:
                     vector = dim_tree.data == "vector"  # type: ignore[union-attr]
                     dim = Dimension.VECTOR if vector else Dimension.ASSOCIATION
             default: Value | None = None
+            default_pos = self.pos(decl)
             if default_tree is not None:
                 inner = default_tree.children[0]  # type: ignore[union-attr]
                 assert isinstance(inner, Tree)
                 default = self.value(inner)
+                default_pos = self.pos(inner)
             keys: tuple[str, ...] = ()
             if dim is Dimension.ASSOCIATION and isinstance(default, dict) and default:
                 # An association declared with keys accepts only those keys.
@@ -255,6 +257,10 @@ class _Builder:
                 temp="temp" in mods,
                 keys=keys,
             )
+            try:  # a default is a value like any other: `int Level = "١٢"` is no integer
+                coerce(tdef.attrs[str(attr_tok)], tdef.attrs[str(attr_tok)].default_value())
+            except ValueError_ as e:
+                self.error(default_pos, f"type {tdef.name}: default: {e}")
         return tdef
 
     def statement(self, stmt: Tree[Token]) -> None:
@@ -353,6 +359,19 @@ def _control_in_values(tree: Tree[Token], text: str, file: str) -> list[Diagnost
     return diags
 
 
+def _unclosed_quote(text: str, file: str) -> Diagnostic | None:
+    """On a syntax error: a quoted value that runs over a line end, which is what a missing
+    closing quote looks like to the parser, and a better place to look than where it
+    stopped. None when there is none (or the text cannot even be cut into tokens)."""
+    try:
+        for tok in _lark().lex(text):
+            if tok.type == "STRING" and "\n" in tok:
+                return _control_in_values(Tree("start", [tok]), text, file)[0]
+    except UnexpectedInput:
+        pass
+    return None
+
+
 def parse_text(
     text: str, file: str, config: Config | None = None
 ) -> tuple[Config, list[Diagnostic], list[tuple[str, Pos]]]:
@@ -370,7 +389,9 @@ def parse_text(
         if isinstance(err, UnexpectedEOF) or line <= 0:
             lines = text.splitlines() or [""]
             line, col = len(lines), len(lines[-1]) + 1
-        diags.append(Diagnostic(Pos(file, line, col), _syntax_message(err)))
+        diags.append(
+            _unclosed_quote(text, file) or Diagnostic(Pos(file, line, col), _syntax_message(err))
+        )
         return cfg, diags, []
     diags.extend(_control_in_values(tree, text, file))
     builder = _Builder(cfg, file, diags)
