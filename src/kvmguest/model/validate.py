@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 from kvmguest.model.attributes import AttrDef, ValueError_, coerce
 from kvmguest.model.config import Block, Config, Diagnostic, Pos, TypeDef
+from kvmguest.model.excerpt import excerpt
 from kvmguest.model.types import effective_attrs, merged_types, object_types
 
 # A type's own checks of one resource (its agent's validate hook).
@@ -45,7 +46,7 @@ class _Validator:
             if adef is None:
                 self.error(
                     block.position(name),
-                    f"{block.kind} {block.name}: unknown attribute {name!r}"
+                    f"{block.kind} {block.name}: unknown attribute {excerpt(name)}"
                     + _suggest(name, attrs),
                 )
                 continue
@@ -61,8 +62,8 @@ class _Validator:
                 if systems and system not in systems:
                     self.error(
                         block.position(name),
-                        f"{block.kind} {block.name}: {name}@{system}: no system named {system!r}"
-                        + _suggest(system, systems),
+                        f"{block.kind} {block.name}: {name}@{system}: "
+                        f"no system named {excerpt(system)}" + _suggest(system, systems),
                     )
                 self.value(block, adef, val, f"{name}@{system}: ")
         if resource:
@@ -82,7 +83,7 @@ class _Validator:
                     if name not in systems:
                         self.error(
                             group.position("SystemList"),
-                            f"group {group.name}: SystemList names {name!r}, "
+                            f"group {group.name}: SystemList names {excerpt(name)}, "
                             "which is not a system" + _suggest(name, systems),
                         )
             asl = group.attrs.get("AutoStartList")
@@ -91,14 +92,14 @@ class _Validator:
                     if name not in sl:
                         self.error(
                             group.position("AutoStartList"),
-                            f"group {group.name}: AutoStartList names {name!r}, "
+                            f"group {group.name}: AutoStartList names {excerpt(name)}, "
                             "which is not in its SystemList",
                         )
             mf = group.attrs.get("ManageFaults")
             if isinstance(mf, str) and mf not in ("ALL", "NONE"):
                 self.error(
                     group.position("ManageFaults"),
-                    f"group {group.name}: ManageFaults is ALL or NONE, not {mf!r}",
+                    f"group {group.name}: ManageFaults is ALL or NONE, not {excerpt(mf)}",
                 )
 
     def links(self) -> None:
@@ -107,7 +108,7 @@ class _Validator:
         for link in self.cfg.links:
             missing = [n for n in (link.parent, link.child) if n not in res]
             for n in missing:
-                self.error(link.pos, f"requires: no resource named {n!r}" + _suggest(n, res))
+                self.error(link.pos, f"requires: no resource named {excerpt(n)}" + _suggest(n, res))
             if missing:
                 continue
             if link.parent == link.child:
@@ -126,7 +127,8 @@ class _Validator:
             self.error(first.pos, "requires: dependency cycle " + " -> ".join(cycle))
         for glink in self.cfg.group_links:
             if glink.child_group not in self.cfg.groups:
-                self.error(glink.pos, f"requires group: no group named {glink.child_group!r}")
+                child = excerpt(glink.child_group)
+                self.error(glink.pos, f"requires group: no group named {child}")
 
     def run(self) -> list[Diagnostic]:
         objects = object_types()
@@ -142,7 +144,7 @@ class _Validator:
             if tdef is None:
                 self.error(
                     block.pos,
-                    f"resource {block.name}: unknown type {block.kind!r}"
+                    f"resource {block.name}: unknown type {excerpt(block.kind)}"
                     + _suggest(block.kind, self.types),
                 )
                 continue
