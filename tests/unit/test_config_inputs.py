@@ -15,14 +15,18 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+from kvmguest.agents.kvmguest import ocf_actions
+from kvmguest.agents.kvmguest.ocf_params import Meta, OcfEnv
 from kvmguest.agents.loader import validate
+from kvmguest.agents.ocf_interface import Ocf, OcfError, read_environ
 from kvmguest.model import config_cache
-from kvmguest.model.config import Diagnostic
+from kvmguest.model.config import Block, Config, Diagnostic
 from kvmguest.model.excerpt import excerpt
 from kvmguest.model.files import MAX_CONFIG_BYTES, UnreadableFile, read_config_file
 from kvmguest.model.integers import parse_int
@@ -30,18 +34,35 @@ from kvmguest.model.parser import load, parse_text
 from kvmguest.model.types import _cache_file, parse_types
 from kvmguest.secrets import SecretError, load_key
 
+T = TypeVar("T")
 PROMPTLY = 10.0  # seconds: a refused file is refused at once; a hang takes forever
 RESOURCE = "group g ( )\nKVMGuest vm1 ( GuestName = vm1\n  {attr} )\n"
 
 
-def load_promptly(path: Path) -> list[str]:
-    """``load(path)``'s diagnostics as ``file:line:col: message`` (tmp dir removed)."""
-    out: list[list[Diagnostic]] = []
-    worker = threading.Thread(target=lambda: out.append(load(path)[1]), daemon=True)
+def promptly(call: Callable[[], T]) -> T:
+    """``call()``'s result or exception, in a thread that must end within PROMPTLY."""
+    out: list[T] = []
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as e:  # handed to the test below
+            raised.append(e)
+
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(PROMPTLY)
-    assert not worker.is_alive(), f"loading {path} hangs"
-    return [str(d).replace(f"{path.parent}/", "") for d in out[0]]
+    assert not worker.is_alive(), "it hangs"
+    if raised:
+        raise raised[0]
+    return out[0]
+
+
+def load_promptly(path: Path) -> list[str]:
+    """``load(path)``'s diagnostics as ``file:line:col: message`` (tmp dir removed)."""
+    diags: list[Diagnostic] = promptly(lambda: load(path)[1])
+    return [str(d).replace(f"{path.parent}/", "") for d in diags]
 
 
 def include(tmp_path: Path, target: str) -> Path:
@@ -134,19 +155,24 @@ def test_validate_cli_refuses_a_fifo_with_exit_1(tmp_path: Path) -> None:
 
 def test_a_key_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "secret.key", 0o600)
-    out: list[str] = []
+    with pytest.raises(SecretError, match="not a regular file"):
+        promptly(lambda: load_key(tmp_path / "secret.key"))
 
-    def read() -> None:
-        try:
-            load_key(tmp_path / "secret.key")
-        except SecretError as e:
-            out.append(str(e))
 
-    worker = threading.Thread(target=read, daemon=True)
-    worker.start()
-    worker.join(PROMPTLY)
-    assert not worker.is_alive(), "reading a FIFO key file hangs"
-    assert out and "not a regular file" in out[0]
+def test_the_ocf_config_parameter_as_a_fifo_is_err_args_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "main.cf")
+    # A directory names its main.cf; the FIFO there is refused without waiting for a writer.
+    env = OcfEnv(params={"config": str(tmp_path), "resource": "vm"}, meta=Meta(),
+                 instance="res1")  # fmt: skip
+    with pytest.raises(OcfError) as fifo:
+        promptly(lambda: ocf_actions.build_config(env, {}))
+    assert fifo.value.code is Ocf.ERR_ARGS and "a FIFO, not a regular file" in str(fifo.value)
+
+
+def test_guest_config_file_as_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "vm1.xml")
+    with pytest.raises(UnreadableFile, match="a FIFO, not a regular file"):
+        promptly(lambda: read_config_file(tmp_path / "vm1.xml"))
 
 
 # --- bytes and characters ---------------------------------------------------------------
@@ -272,6 +298,24 @@ def test_parse_int_takes_plain_32_bit_integers_only() -> None:
     for bad in ("", "-", "+5", "1_000", " 12", "١٢", "²", "2147483648", "1e3"):
         with pytest.raises(ValueError):
             parse_int(bad)
+
+
+def test_ocf_integers_are_ascii() -> None:
+    environ = {"OCF_RESKEY_guest_name": "v", "OCF_RESKEY_CRM_meta_timeout": "\uff12\uff10\uff10"}
+    with pytest.raises(OcfError, match="digits 0-9") as e:
+        read_environ(environ, OcfEnv, "res1")
+    assert e.value.code is Ocf.ERR_ARGS
+
+
+def test_control_characters_in_values_not_from_a_file_are_refused() -> None:
+    cfg = Config()
+    cfg.groups["g"] = Block("group", "g")
+    cfg.resources["vm1"] = Block("KVMGuest", "vm1", attrs={"GuestName": "vm\x001"}, group="g")
+    cfg.resources["vm1"].local["DROpts"] = {"s1": {"Device": "eth\t0"}}
+    assert [d.message for d in validate(cfg)][:2] == [
+        "KVMGuest 'vm1': GuestName: control character '\\x00' is not allowed in a value",
+        "KVMGuest 'vm1': DROpts@s1: control character '\\t' is not allowed in a value",
+    ]
 
 
 def test_the_validate_cli_places_a_bad_integer(tmp_path: Path) -> None:

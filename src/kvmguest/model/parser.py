@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -21,6 +20,7 @@ import lark
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.exceptions import UnexpectedToken
 
+from kvmguest.model import controls
 from kvmguest.model.attributes import AttrDef, AttrType, Dimension, Value, ValueError_, coerce
 from kvmguest.model.cache import cache_dir, read_cache, write_cache
 from kvmguest.model.config import (
@@ -318,45 +318,13 @@ def _is(node: object, data: str) -> bool:
     return isinstance(node, Tree) and node.data == data
 
 
-# Control characters (C0 and C1, DEL) and the Unicode line separators are refused anywhere
-# in a file: a NUL or an escape sequence in a value ends up in a libvirt call, a log line or
-# a terminal, and a line separator would make the positions lie. Tab, newline and carriage
-# return are whitespace between tokens, but not inside a quoted value: there one is a
-# missing closing quote far more often than a wish.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_IN_VALUE = re.compile("[\t\n\r]")
-
-
-def _pos_at(text: str, offset: int, file: str) -> Pos:
-    """The line and column (1-based, as lark counts) of ``offset`` in ``text``."""
-    line = text.count("\n", 0, offset) + 1
-    return Pos(file, line, offset - text.rfind("\n", 0, offset))
-
-
-def _control_chars(text: str, file: str) -> Diagnostic | None:
-    m = _CONTROL.search(text)
-    if m is None:
-        return None
-    return Diagnostic(
-        _pos_at(text, m.start(), file),
-        f"control character {excerpt(m.group())} is not allowed in a configuration file",
-    )
-
-
 def _control_in_values(tree: Tree[Token], text: str, file: str) -> list[Diagnostic]:
-    diags = []
-    for tok in tree.scan_values(lambda t: isinstance(t, Token) and t.type == "STRING"):
-        m = _CONTROL_IN_VALUE.search(str(tok))
-        if m is None or tok.start_pos is None:
-            continue
-        hint = " (a missing closing quote?)" if m.group() == "\n" else ""
-        diags.append(
-            Diagnostic(
-                _pos_at(text, tok.start_pos + m.start(), file),
-                f"a quoted value may not hold control character {excerpt(m.group())}{hint}",
-            )
-        )
-    return diags
+    found = (
+        controls.in_quoted(str(tok), tok.start_pos, text, file)
+        for tok in tree.scan_values(lambda t: isinstance(t, Token) and t.type == "STRING")
+        if tok.start_pos is not None
+    )
+    return [d for d in found if d is not None]
 
 
 def _unclosed_quote(text: str, file: str) -> Diagnostic | None:
@@ -377,7 +345,7 @@ def parse_text(
 ) -> tuple[Config, list[Diagnostic], list[tuple[str, Pos]]]:
     """Parse one file into ``config`` (a new one if None): (config, diagnostics, includes)."""
     cfg = config if config is not None else Config(path=file)
-    control = _control_chars(text, file)
+    control = controls.in_file(text, file)
     if control is not None:
         return cfg, [control], []
     diags: list[Diagnostic] = []
