@@ -1,9 +1,11 @@
 """The per-user cache of derived data (parser tables, built-in types, validated
 configurations): ``$XDG_CACHE_HOME/kvmguest`` (else ``~/.cache/kvmguest``).
 
-A cache file is read only when its directory and the file itself are owned by us and closed
-to writes by others, and written atomically; any failure just means it is rebuilt. Every
-entry is keyed by the content it comes from, so a stale one is never used.
+A cache file is read only when its directory and the file itself are owned by us, closed
+to writes by others and not symbolic links (a cache planted elsewhere, a types cache that
+redefines the built-in types, is never trusted), and written atomically; any failure just
+means it is rebuilt. Every entry is keyed by the content it comes from, so a stale one is
+never used.
 """
 
 from __future__ import annotations
