@@ -39,7 +39,8 @@ def load_key(path: str | os.PathLike[str] | None = None) -> bytes:
     """The key in the key file; :class:`SecretError` if it is missing, exposed or bad."""
     p = resolve_key_path(path)
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO named as the key file must fail at once (fstat below).
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SecretError(
             f"key file {p} does not exist: encrypt the password on this host "

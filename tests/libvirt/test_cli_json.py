@@ -105,6 +105,7 @@ ONE_SHOT = [
     ("action", ["action", "vm1", "guestmigrated"], 0),
     ("error", ["action", "vm1", "nosuchtoken"], 1),
     ("validate", ["validate"], 0),
+    ("validate", ["validate", "."], 0),  # the configuration directory, as hacf -verify DIR
     ("error", ["validate", "-c", "bad.cf"], 1),
     ("types", ["types"], 0),
     ("types", ["types", "--all"], 0),

@@ -335,6 +335,8 @@ def test_parameters_alone_describe_the_guest() -> None:
         ({"guest_name": "v", "rhevm_enabled": "1", "rhevm_url": "http://m"}, "https"),
         ({"guest_name": "v", "sites": "node1"}, "SYSTEM=VALUE"),
         ({"config": "/x/main.cf"}, "together"),
+        ({"guest_name": "v\x1b]0;x\x07"}, "control character '\\x1b' is not allowed"),
+        ({"guest_name": "v", "delay_after_guest_online": "١٢"}, "digits 0-9"),
     ],
 )
 def test_invalid_parameters_are_err_configured(params: dict[str, str], needle: str) -> None:

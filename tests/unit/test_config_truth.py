@@ -108,8 +108,8 @@ def test_redefined_int_default_that_is_not_an_integer_is_refused(tmp_path: Path)
     text = "type KVMGuest (\n    int DelayAfterGuestOnline = x\n)\n" + HEAD
     text += "KVMGuest r ( GuestName = a )\n"
     msg = one(tmp_path, text)
-    assert msg.startswith("main.cf:2:9: type KVMGuest: default of DelayAfterGuestOnline")
-    assert "must be an integer" in msg
+    assert msg.startswith("main.cf:2:33: type KVMGuest: default: ")
+    assert "DelayAfterGuestOnline must be an integer" in msg
 
 
 def test_association_redefined_as_scalar_names_both_definitions(tmp_path: Path) -> None:

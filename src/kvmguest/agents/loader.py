@@ -8,7 +8,7 @@ daemon, the OCF adapter, the export and the CLI load configurations through here
 from __future__ import annotations
 
 from kvmguest.agents import registry
-from kvmguest.model import config_cache, resolver
+from kvmguest.model import config_cache, controls, resolver
 from kvmguest.model.config import Config, ConfigInvalid, Diagnostic, TypeDef, errors_of
 from kvmguest.model.types import parse_types
 from kvmguest.model.validate import TypeRules
@@ -37,7 +37,9 @@ def validate(cfg: Config) -> list[Diagnostic]:
         a.type_name: TypeRules(hook=a.check, ranges=a.ranges(), identity=a.identity)
         for a in registry.agents()
     }
-    return validate_model(cfg, builtin_types(), rules)
+    # A file's control characters stop its parse; values laid over it (the OCF agent's
+    # parameters) or built without a file are checked here, before anything else.
+    return controls.in_values(cfg) + validate_model(cfg, builtin_types(), rules)
 
 
 class Loaded(resolver.Loaded):

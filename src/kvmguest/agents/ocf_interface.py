@@ -19,6 +19,8 @@ import enum
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from kvmguest.model.excerpt import excerpt
+from kvmguest.model.integers import parse_int
 from kvmguest.model.states import MonitorResult, ResourceState
 
 RESKEY = "OCF_RESKEY_"
@@ -198,9 +200,9 @@ def _int_env(environ: Mapping[str, str], name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
-    except ValueError:
-        raise OcfError(Ocf.ERR_ARGS, f"{name} must be an integer, not {raw!r}") from None
+        return parse_int(raw)
+    except ValueError as e:
+        raise OcfError(Ocf.ERR_ARGS, f"{name} must be {e}, not {excerpt(raw)}") from None
 
 
 def read_environ(environ: Mapping[str, str], env_class: type[OcfEnv], instance: str) -> OcfEnv:

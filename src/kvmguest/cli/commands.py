@@ -18,14 +18,19 @@ from kvmguest.model.types import framework_type
 
 
 @cli.command("validate")
+@click.argument("config", required=False, metavar="[CONFIG]")
 @click.pass_obj
-def validate_cmd(obj: dict[str, Any]) -> None:
-    """Check main.cf (and what it includes): exit 0 valid, 1 invalid."""
-    path = obj["env"].config
+def validate_cmd(obj: dict[str, Any], config: str | None) -> None:
+    """Check main.cf (and what it includes): exit 0 valid, 1 invalid.
+
+    CONFIG (else -c) is main.cf or the directory that holds it, as `hacf -verify DIR`.
+    """
+    given = config or obj["env"].config
     try:
-        cfg, diags = load(path)
+        cfg, diags = load(given)
     except OSError as e:
-        fail(obj, f"cannot read {path}: {e.strerror}")
+        fail(obj, f"cannot read {given}: {e.strerror}")
+    path = cfg.path  # the file read: DIR/main.cf for a directory
     diags = diags or validate(cfg)
     if errors_of(diags):
         why = f"{path} is invalid ({len(errors_of(diags))} error(s))"

@@ -9,10 +9,11 @@ hand over a resource's typed attributes as they are.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from kvmguest.model.excerpt import excerpt
+from kvmguest.model.integers import parse_int
 from kvmguest.model.ranges import GROUP_ENUMS, not_in_enum, out_of_range
 from kvmguest.model.states import ResourceState
 
@@ -129,8 +130,11 @@ class ResourcePolicy:
                 kwargs[name] = int(raw)
             elif isinstance(raw, int):
                 kwargs[name] = raw
-            elif isinstance(raw, str) and re.fullmatch(r"-?[0-9]{1,10}", raw):
-                kwargs[name] = int(raw)
+            elif isinstance(raw, str):
+                try:
+                    kwargs[name] = parse_int(raw)
+                except ValueError as e:
+                    raise PolicyError(f"{vcs} must be {e}, not {excerpt(raw)}") from None
             else:
                 raise PolicyError(f"{vcs} must be an integer, not {raw!r}")
         return cls(**kwargs)  # type: ignore[arg-type]

@@ -10,6 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from kvmguest.model.excerpt import excerpt
+from kvmguest.model.integers import parse_int
+
 # The raw value of an attribute: scalar, vector/keylist, or association.
 Value = str | list[str] | dict[str, str]
 Typed = str | int | bool | list[str] | list[int] | list[bool] | dict[str, str] | dict[str, int]
@@ -57,13 +60,13 @@ class ValueError_(Exception):
 def _scalar(adef: AttrDef, raw: str, what: str) -> str | int | bool:
     if adef.type is AttrType.INT:
         try:
-            return int(raw, 10)
-        except ValueError:
-            raise ValueError_(f"{what} must be an integer, not {raw!r}") from None
+            return parse_int(raw)
+        except ValueError as e:
+            raise ValueError_(f"{what} must be {e}, not {excerpt(raw)}") from None
     if adef.type is AttrType.BOOLEAN:
         if raw in ("0", "1"):
             return raw == "1"
-        raise ValueError_(f"{what} is a boolean: 0 or 1, not {raw!r}")
+        raise ValueError_(f"{what} is a boolean: 0 or 1, not {excerpt(raw)}")
     return raw
 
 
@@ -87,13 +90,15 @@ def coerce(adef: AttrDef, value: Value) -> Typed:
     if isinstance(value, list):
         if adef.dimension is Dimension.KEYLIST and len(set(value)) != len(value):
             dup = next(v for v in value if value.count(v) > 1)
-            raise ValueError_(f"{adef.name} is a keylist: {dup!r} appears twice")
+            raise ValueError_(f"{adef.name} is a keylist: {excerpt(dup)} appears twice")
         items = [_scalar(adef, v, f"{adef.name} element") for v in value]
         return items  # type: ignore[return-value]
     if adef.keys:
         for key in value:
             if key not in adef.keys:
-                raise ValueError_(f"{adef.name} has no key {key!r} (keys: {', '.join(adef.keys)})")
+                raise ValueError_(
+                    f"{adef.name} has no key {excerpt(key)} (keys: {', '.join(adef.keys)})"
+                )
     if adef.type is AttrType.STR:
         return dict(value)
     out: dict[str, int] = {}

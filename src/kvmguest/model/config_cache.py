@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from kvmguest.model.cache import cache_dir, read_cache, sha256_hex, write_cache
+from kvmguest.model.files import main_cf, read_config_bytes
 
 # The recipes' readers must not pay for dataclasses: the configuration's classes are only
 # imported where a whole configuration is written or read.
@@ -24,15 +25,17 @@ FORMAT = 1
 
 
 def _entry(path: str, stamp: str) -> str:
-    key = sha256_hex(f"{os.path.realpath(path)}\0{stamp}".encode())[:24]
+    # A configuration directory and its main.cf are one entry (the parser reads the same).
+    key = sha256_hex(f"{os.path.realpath(main_cf(path))}\0{stamp}".encode())[:24]
     return os.path.join(cache_dir(), f"config-{key}.json")
 
 
 def _fingerprint(path: str) -> list[Any] | None:
     try:
         st = os.stat(path)
-        with open(path, "rb") as f:
-            digest = sha256_hex(f.read())
+        # Not open(): a file replaced by a FIFO since it was validated must not hang the
+        # one-shot monitor; the reader refuses it at once and the configuration is reloaded.
+        digest = sha256_hex(read_config_bytes(path))
     except OSError:
         return None
     return [path, st.st_ino, st.st_mtime_ns, st.st_size, digest]
@@ -125,7 +128,7 @@ def _valid_entry(path: str, stamp: str) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(raw)
-        if data.get("format") != FORMAT or data["config"]["path"] != path:
+        if data.get("format") != FORMAT or data["config"]["path"] != main_cf(path):
             return None
         for fp in data["files"]:
             if _fingerprint(str(fp[0])) != fp:

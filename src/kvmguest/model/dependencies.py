@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kvmguest.model.config import Config, Diagnostic, Pos
+from kvmguest.model.excerpt import excerpt
 
 # ``requires group G <category> <location> [<type>]``, as VCS defines group dependencies:
 # online dependencies take a type (soft, firm, hard; hard only for online local), offline
@@ -77,7 +78,7 @@ def check(cfg: Config) -> list[Diagnostic]:
     for link in cfg.links:
         missing = [n for n in (link.parent, link.child) if n not in res]
         for n in missing:
-            why = f"requires: no resource named {n!r}" + _suggest(n, res)
+            why = f"requires: no resource named {excerpt(n)}" + _suggest(n, res)
             out.append(Diagnostic(link.pos, why))
         if missing:
             continue
@@ -102,7 +103,7 @@ def check(cfg: Config) -> list[Diagnostic]:
         if glink.child_group not in cfg.groups:
             out.append(Diagnostic(
                 glink.pos,
-                f"requires group: no group named {glink.child_group!r}"
+                f"requires group: no group named {excerpt(glink.child_group)}"
                 + _suggest(glink.child_group, cfg.groups),
             ))  # fmt: skip
             continue

@@ -20,8 +20,9 @@ import lark
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.exceptions import UnexpectedToken
 
-from kvmguest.model.attributes import AttrDef, AttrType, Dimension, Value
-from kvmguest.model.cache import cache_dir, private, write_cache
+from kvmguest.model import controls
+from kvmguest.model.attributes import AttrDef, AttrType, Dimension, Value, ValueError_, coerce
+from kvmguest.model.cache import cache_dir, read_cache, write_cache
 from kvmguest.model.config import (
     Block,
     Config,
@@ -32,6 +33,8 @@ from kvmguest.model.config import (
     Pos,
     TypeDef,
 )
+from kvmguest.model.excerpt import excerpt
+from kvmguest.model.files import UnreadableFile, main_cf, read_config_file
 
 _TERMINAL_NAMES = {
     "WORD": "a name or value",
@@ -86,16 +89,12 @@ def _cache_path(grammar: str) -> Path:
 
 
 def _load_cached_parser(grammar: str) -> Lark | None:
-    path = _cache_path(grammar)
+    raw = read_cache(str(_cache_path(grammar)))
+    if raw is None:
+        return None
     try:
-        if not private(os.stat(path.parent)):
-            return None
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            if not private(os.fstat(f.fileno())):
-                return None
-            return Lark.load(f)
-    except Exception:  # absent, unreadable, or from another lark: rebuild
+        return Lark.load(io.BytesIO(raw))
+    except Exception:  # damaged, or from another lark: rebuild
         return None
 
 
@@ -123,12 +122,12 @@ def unquote(text: str) -> str:
 
 def _syntax_message(err: UnexpectedInput) -> str:
     if isinstance(err, UnexpectedCharacters):
-        return f"unexpected character {err.char!r}"
+        return f"unexpected character {excerpt(err.char)}"
     if isinstance(err, UnexpectedEOF):
         return "unexpected end of file (a block is not closed?)"
     if isinstance(err, UnexpectedToken):
         tok = err.token
-        got = "end of file" if tok.type == "$END" else repr(str(tok))
+        got = "end of file" if tok.type == "$END" else excerpt(str(tok))
         # LALR merges states of type bodies and attribute blocks; keep the hint to
         # what is useful in either.
         expected = sorted(
@@ -177,7 +176,7 @@ class _Builder:
                 key_tree, val_tree = (c for c in pair.children if isinstance(c, Tree))
                 key = self.scalar(key_tree)
                 if key in assoc:
-                    self.error(self.pos(pair), f"key {key!r} appears twice")
+                    self.error(self.pos(pair), f"key {excerpt(key)} appears twice")
                 assoc[key] = self.scalar(val_tree)
             return assoc
         return [self.scalar(c) for c in elements]
@@ -237,10 +236,12 @@ class _Builder:
                     vector = dim_tree.data == "vector"  # type: ignore[union-attr]
                     dim = Dimension.VECTOR if vector else Dimension.ASSOCIATION
             default: Value | None = None
+            default_pos = self.pos(decl)
             if default_tree is not None:
                 inner = default_tree.children[0]  # type: ignore[union-attr]
                 assert isinstance(inner, Tree)
                 default = self.value(inner)
+                default_pos = self.pos(inner)
             keys: tuple[str, ...] = ()
             if dim is Dimension.ASSOCIATION and isinstance(default, dict) and default:
                 # An association declared with keys accepts only those keys.
@@ -257,6 +258,10 @@ class _Builder:
                 temp="temp" in mods,
                 keys=keys,
             )
+            try:  # a default is a value like any other: `int Level = "١٢"` is no integer
+                coerce(tdef.attrs[str(attr_tok)], tdef.attrs[str(attr_tok)].default_value())
+            except ValueError_ as e:
+                self.error(default_pos, f"type {tdef.name}: default: {e}")
         return tdef
 
     def statement(self, stmt: Tree[Token]) -> None:
@@ -317,11 +322,36 @@ def _is(node: object, data: str) -> bool:
     return isinstance(node, Tree) and node.data == data
 
 
+def _control_in_values(tree: Tree[Token], text: str, file: str) -> list[Diagnostic]:
+    found = (
+        controls.in_quoted(str(tok), tok.start_pos, text, file)
+        for tok in tree.scan_values(lambda t: isinstance(t, Token) and t.type == "STRING")
+        if tok.start_pos is not None
+    )
+    return [d for d in found if d is not None]
+
+
+def _unclosed_quote(text: str, file: str) -> Diagnostic | None:
+    """On a syntax error: a quoted value that runs over a line end, which is what a missing
+    closing quote looks like to the parser, and a better place to look than where it
+    stopped. None when there is none (or the text cannot even be cut into tokens)."""
+    try:
+        for tok in _lark().lex(text):
+            if tok.type == "STRING" and "\n" in tok:
+                return _control_in_values(Tree("start", [tok]), text, file)[0]
+    except UnexpectedInput:
+        pass
+    return None
+
+
 def parse_text(
     text: str, file: str, config: Config | None = None
 ) -> tuple[Config, list[Diagnostic], list[tuple[str, Pos]]]:
     """Parse one file into ``config`` (a new one if None): (config, diagnostics, includes)."""
     cfg = config if config is not None else Config(path=file)
+    control = controls.in_file(text, file)
+    if control is not None:
+        return cfg, [control], []
     diags: list[Diagnostic] = []
     try:
         tree = _lark().parse(text)
@@ -331,8 +361,11 @@ def parse_text(
         if isinstance(err, UnexpectedEOF) or line <= 0:
             lines = text.splitlines() or [""]
             line, col = len(lines), len(lines[-1]) + 1
-        diags.append(Diagnostic(Pos(file, line, col), _syntax_message(err)))
+        diags.append(
+            _unclosed_quote(text, file) or Diagnostic(Pos(file, line, col), _syntax_message(err))
+        )
         return cfg, diags, []
+    diags.extend(_control_in_values(tree, text, file))
     builder = _Builder(cfg, file, diags)
     for stmt in tree.children:
         if isinstance(stmt, Tree):
@@ -343,9 +376,16 @@ def parse_text(
     return cfg, diags, builder.includes
 
 
+def _path_shown(path: str) -> str:
+    # An include's file name is the operator's text: a 100 KB one is not quoted whole.
+    return path if len(path) <= 200 and path.isprintable() else excerpt(path)
+
+
 def load(path: str | os.PathLike[str]) -> tuple[Config, list[Diagnostic]]:
-    """Read ``path`` and everything it includes. Returns the config and its syntax errors."""
-    root = Path(path)
+    """Read ``path`` (a directory: its main.cf) and everything it includes. Returns the
+    config and its syntax errors; a file that cannot be read is one of them."""
+    top = main_cf(os.fspath(path))
+    root = Path(top)
     cfg = Config(path=str(root))
     diags: list[Diagnostic] = []
     seen: set[Path] = set()
@@ -353,11 +393,13 @@ def load(path: str | os.PathLike[str]) -> tuple[Config, list[Diagnostic]]:
     def visit(file: Path, shown: str, at: Pos | None, depth: int) -> None:
         try:
             real = file.resolve()
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            text = read_config_file(file)
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop in resolve()
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            where = at if at is not None else Pos(shown, 1, 1)
-            diags.append(Diagnostic(where, f"cannot read {shown}: {why}"))
+            where = at or Pos(shown, 1, 1)
+            if isinstance(e, UnreadableFile) and e.at is not None:  # a bad byte in the file
+                where = Pos(shown, *e.at)
+            diags.append(Diagnostic(where, f"cannot read {_path_shown(shown)}: {why}"))
             return
         if real in seen:
             if at is not None:
@@ -375,7 +417,7 @@ def load(path: str | os.PathLike[str]) -> tuple[Config, list[Diagnostic]]:
             inc_shown = inc if os.path.isabs(inc) else str(Path(shown).parent / inc)
             visit(inc_path, inc_shown, inc_pos, depth + 1)
 
-    visit(root, str(path), None, 0)
+    visit(root, top, None, 0)
     return cfg, diags
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# 2**31 - 1: VCS stores integers as 32-bit values; a larger one is a typo, not a setting.
-INT_MAX = 2**31 - 1
+from kvmguest.model.excerpt import excerpt
+from kvmguest.model.integers import INT_MAX
 
 
 @dataclass(frozen=True)
@@ -112,4 +112,4 @@ def not_in_enum(name: str, value: object) -> str | None:
     words = GROUP_ENUMS.get(name)
     if words is None or value in words:
         return None
-    return f"{name} is {' or '.join(words)}, not {value!r}"
+    return f"{name} is {' or '.join(words)}, not {excerpt(str(value))}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from kvmguest.model import dependencies, ranges
 from kvmguest.model.attributes import AttrDef, Typed, ValueError_, coerce
 from kvmguest.model.config import Block, Config, Diagnostic, Pos, TypeDef, errors_of
+from kvmguest.model.excerpt import excerpt
 from kvmguest.model.resolver import Loaded
 from kvmguest.model.typecheck import check_types
 from kvmguest.model.types import effective_attrs, merged_types, object_types
@@ -64,7 +65,7 @@ class _Validator:
             if adef is None:
                 self.error(
                     block.position(name),
-                    f"{block.kind} {block.name}: unknown attribute {name!r}"
+                    f"{block.kind} {block.name}: unknown attribute {excerpt(name)}"
                     + _suggest(name, attrs),
                 )
                 continue
@@ -80,8 +81,8 @@ class _Validator:
                 if systems and system not in systems:
                     self.error(
                         block.position(name),
-                        f"{block.kind} {block.name}: {name}@{system}: no system named {system!r}"
-                        + _suggest(system, systems),
+                        f"{block.kind} {block.name}: {name}@{system}: "
+                        f"no system named {excerpt(system)}" + _suggest(system, systems),
                     )
                 self.value(block, adef, val, f"{name}@{system}: ")
         if resource:
@@ -101,7 +102,7 @@ class _Validator:
                     if name not in systems:
                         self.error(
                             group.position("SystemList"),
-                            f"group {group.name}: SystemList names {name!r}, "
+                            f"group {group.name}: SystemList names {excerpt(name)}, "
                             "which is not a system" + _suggest(name, systems),
                         )
             asl = group.attrs.get("AutoStartList")
@@ -110,7 +111,7 @@ class _Validator:
                     if name not in sl:
                         self.error(
                             group.position("AutoStartList"),
-                            f"group {group.name}: AutoStartList names {name!r}, "
+                            f"group {group.name}: AutoStartList names {excerpt(name)}, "
                             "which is not in its SystemList",
                         )
             schema = object_types()["group"].attrs
@@ -200,7 +201,7 @@ class _Validator:
             if tdef is None:
                 self.error(
                     block.pos,
-                    f"resource {block.name}: unknown type {block.kind!r}"
+                    f"resource {block.name}: unknown type {excerpt(block.kind)}"
                     + _suggest(block.kind, self.types),
                 )
                 continue

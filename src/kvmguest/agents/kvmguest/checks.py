@@ -9,7 +9,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from kvmguest.model.attributes import AttrDef, Typed
 from kvmguest.model.config import Block, Config, Diagnostic
-from kvmguest.model.text import shown
+from kvmguest.model.excerpt import excerpt
 from kvmguest.secrets import looks_encrypted
 
 # Checks of one attribute's whole value, for the attributes whose meaning we know beyond
@@ -65,14 +65,14 @@ def rhevm_url(url: str) -> SplitResult | None:
 def _url_errors(url: str) -> list[str]:
     parts = rhevm_url(url)
     if parts is None:
-        return [f"RHEVMInfo.URL {shown(url)} is not a well-formed URL"]
+        return [f"RHEVMInfo.URL {excerpt(url)} is not a well-formed URL"]
     if parts.scheme != "https":
         return [
             f"RHEVMInfo.URL must be https:// (the RHV-M API is only spoken over TLS), "
-            f"not {shown(url)}"
+            f"not {excerpt(url)}"
         ]
     if not parts.hostname:
-        return [f"RHEVMInfo.URL {shown(url)} has no host name"]
+        return [f"RHEVMInfo.URL {excerpt(url)} has no host name"]
     return []
 
 
@@ -88,8 +88,8 @@ def identity(values: dict[str, Typed]) -> str | None:
         if parts is None or not parts.hostname:
             return None  # reported by the RHEVMInfo check
         engine = f"{parts.hostname}:{parts.port or 443}{parts.path.rstrip('/')}"
-        return f"VM {shown(name)} of RHV-M {engine}"
-    return f"guest {shown(name)}"
+        return f"VM {excerpt(name)} of RHV-M {engine}"
+    return f"guest {excerpt(name)}"
 
 
 def check_ceinfo(info: dict[str, str]) -> list[str]:

@@ -9,7 +9,6 @@ import os
 import signal
 import threading
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -27,6 +26,7 @@ from kvmguest.agents.kvmguest.params import GuestParams
 from kvmguest.deadline import Deadline
 from kvmguest.errors import AgentError, ConfigError, Unreachable
 from kvmguest.model import states
+from kvmguest.model.files import read_config_file
 from kvmguest.model.resolver import SystemInfo
 from kvmguest.model.states import MonitorResult
 
@@ -178,10 +178,10 @@ class LibvirtKVM:
         if guest.config_file:
             path = guest.config_file
             try:
-                xml = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                why = e.strerror if isinstance(e, OSError) else str(e)
-                raise ConfigError(f"GuestConfigFilePath {path}: cannot read: {why}") from None
+                xml = read_config_file(path)  # a regular file only: never a FIFO's hang
+            except OSError as e:
+                why = f"GuestConfigFilePath {path}: cannot read: {e.strerror}"
+                raise ConfigError(why) from None
             file_name = guest_xml_name(xml, path)
             if file_name != name:
                 raise ConfigError(

@@ -44,6 +44,7 @@ from kvmguest.agents.loader import Loaded, validate
 from kvmguest.agents.ocf_interface import Ocf, OcfError, monitor_code
 from kvmguest.deadline import Deadline
 from kvmguest.model.config import Block, Config
+from kvmguest.model.files import main_cf, read_config_bytes
 from kvmguest.model.parser import load
 from kvmguest.model.states import ResourceState
 
@@ -127,8 +128,8 @@ def statics_for(action: str, timeout_ms: int | None) -> dict[str, int]:
 
 def _read_config(path: str) -> Config:
     try:
-        with open(path, "rb"):
-            pass
+        # Not open(): a FIFO or a device named as the config must fail the action at once.
+        read_config_bytes(main_cf(path))
     except OSError as e:
         raise ConfigUnreadable(
             Ocf.ERR_ARGS, f"config {path}: cannot read it on this node: {e.strerror}"
