@@ -8,8 +8,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable
 
+from kvmguest.model import vcs_stock
 from kvmguest.model.attributes import AttrDef, ValueError_, coerce
-from kvmguest.model.config import Block, Config, Diagnostic, Pos, TypeDef
+from kvmguest.model.config import WARNING, Block, Config, Diagnostic, Pos, TypeDef
 from kvmguest.model.types import effective_attrs, merged_types, object_types
 
 # A type's own checks of one resource (its agent's validate hook).
@@ -43,6 +44,8 @@ class _Validator:
         for name in block.attrs.keys() | block.local.keys():
             adef = attrs.get(name)
             if adef is None:
+                adef = self.stock(block, name, resource)
+            if adef is None:
                 self.error(
                     block.position(name),
                     f"{block.kind} {block.name}: unknown attribute {name!r}"
@@ -67,6 +70,20 @@ class _Validator:
                 self.value(block, adef, val, f"{name}@{system}: ")
         if resource:
             self.semantic(block, attrs)
+
+    def stock(self, block: Block, name: str, resource: bool) -> AttrDef | None:
+        """A stock VCS attribute kvmguest does not use: checked, with one warning."""
+        kind = "resource" if resource else block.kind
+        adef = vcs_stock.unused(kind, name)
+        if adef is not None:
+            self.diags.append(
+                Diagnostic(
+                    block.position(name),
+                    f"{block.kind} {block.name}: {vcs_stock.warning_text(kind, name)}",
+                    WARNING,
+                )
+            )
+        return adef
 
     def semantic(self, block: Block, attrs: dict[str, AttrDef]) -> None:
         hook = self.hooks.get(block.kind)
@@ -94,6 +111,12 @@ class _Validator:
                             f"group {group.name}: AutoStartList names {name!r}, "
                             "which is not in its SystemList",
                         )
+            asp = group.attrs.get("AutoStartPolicy")
+            if isinstance(asp, str) and asp not in ("Order", "Priority", "Load"):
+                self.error(
+                    group.position("AutoStartPolicy"),
+                    f"group {group.name}: AutoStartPolicy is Order, Priority or Load, not {asp!r}",
+                )
             mf = group.attrs.get("ManageFaults")
             if isinstance(mf, str) and mf not in ("ALL", "NONE"):
                 self.error(
