@@ -41,15 +41,16 @@ class _Validator:
 
     def attributes(self, block: Block, attrs: dict[str, AttrDef], resource: bool) -> None:
         systems = self.cfg.systems
+        kind = "resource" if resource else block.kind
         for name in block.attrs.keys() | block.local.keys():
             adef = attrs.get(name)
             if adef is None:
-                adef = self.stock(block, name, resource)
+                adef = self.stock(block, name, kind)
             if adef is None:
                 self.error(
                     block.position(name),
                     f"{block.kind} {block.name}: unknown attribute {name!r}"
-                    + _suggest(name, attrs),
+                    + _suggest(name, [*attrs, *vcs_stock.unused_names(kind)]),
                 )
                 continue
             if name in block.attrs:
@@ -71,9 +72,8 @@ class _Validator:
         if resource:
             self.semantic(block, attrs)
 
-    def stock(self, block: Block, name: str, resource: bool) -> AttrDef | None:
+    def stock(self, block: Block, name: str, kind: str) -> AttrDef | None:
         """A stock VCS attribute kvmguest does not use: checked, with one warning."""
-        kind = "resource" if resource else block.kind
         adef = vcs_stock.unused(kind, name)
         if adef is not None:
             self.diags.append(
