@@ -77,7 +77,8 @@ def test_mapped_resources_keep_the_requires_order_and_others_are_not_exported(
                            "    IP vip ( Device = eth0 Address = 192.0.2.5 )\n"
                            "    NIC nic ( Device = eth0 )\n"
                            "    Mount fs ( MountPoint = /srv BlockDevice = /dev/x FSType = xfs )\n"
-                           "    vm requires vip\n    vm requires fs\n    vip requires nic\n")  # fmt: skip
+                           "    vm requires vip\n    vm requires fs\n"
+                           "    vip requires nic\n")  # fmt: skip
     assert [g.members for g in e.groups] == [["vip", "fs", "vm"]]
     assert any("resource nic of type NIC in group g" in n for n in e.notes)
     assert "not exported: vip requires nic (nic is not exported)" in e.notes

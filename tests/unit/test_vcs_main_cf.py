@@ -160,5 +160,12 @@ def test_the_realistic_main_cf_round_trips_through_the_printer() -> None:
 
 
 def strip(cfg: Config) -> Config:
-    return Config(types=cfg.types, cluster=cfg.cluster, systems=cfg.systems, groups=cfg.groups,
-                  resources=cfg.resources, links=cfg.links, group_links=cfg.group_links)  # fmt: skip
+    return Config(
+        types=cfg.types,
+        cluster=cfg.cluster,
+        systems=cfg.systems,
+        groups=cfg.groups,
+        resources=cfg.resources,
+        links=cfg.links,
+        group_links=cfg.group_links,
+    )
