@@ -47,6 +47,7 @@ from kvmguest.ocf.export_vcs import (
     heartbeat_notes,
     heartbeat_params,
 )
+from kvmguest.ocf.export_vcs import fmt as _fmt
 
 PROVIDER = ("ocf", "kvmguest")
 # Statics that become ops or meta attributes (the rest is reported when it differs from
@@ -191,14 +192,6 @@ class Export:
 
     def approximated(self, what: str) -> None:
         self.notes.append(f"approximated: {what}")
-
-
-def _fmt(value: Value) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "{ " + ", ".join(value) + " }"
-    return "{ " + ", ".join(f"{k} = {v}" for k, v in value.items()) + " }"
 
 
 class _Exporter:

@@ -88,6 +88,7 @@ def heartbeat_notes(block: Block, mapping: HeartbeatAgent, statics: dict[str, bo
 
 
 def fmt(value: Value) -> str:
+    """A value as the notes show it (the main.cf's braces, no quoting)."""
     if isinstance(value, str):
         return value
     if isinstance(value, list):
