@@ -55,6 +55,8 @@ def test_status_and_group_commands_say_why_a_group_is_not_run(agent: Agent) -> N
     assert WHY.split(" is not run: ")[1] in st["not_run"]["appsg"]
     text = agent.cli("status")
     assert WHY in text.stdout
+    status = agent.cli("status", "appvm")
+    assert status.returncode == 1 and "appvm: group appsg is not run: it holds" in status.stderr
     online = agent.cli("group", "online", "appsg")
     assert online.returncode == 1
     assert "group appsg is not run by kvmguest: it holds appfs (Mount)" in online.stderr

@@ -467,6 +467,10 @@ class Engine:
         try:
             return self.resources[name]
         except KeyError:
+            block = self.loaded.cfg.resources.get(name)
+            if block is not None and block.group in self.not_run:
+                why = self.not_run[block.group]
+                raise KeyError(f"{name}: group {block.group} is not run: {why}") from None
             raise KeyError(f"no resource {name!r} runs on {self.env.system}") from None
 
     def request(self, r: Resource, what: str, target: str = "") -> Decision:
