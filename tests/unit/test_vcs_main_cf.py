@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kvmguest.agents.loader import validate
+from kvmguest.agents.loader import builtin_types, validate
+from kvmguest.model import vcs_stock
 from kvmguest.model.config import WARNING, Diagnostic, errors_of
 from kvmguest.model.parser import load, parse_text
 from kvmguest.model.printer import format_config
+from kvmguest.model.types import effective_attrs, object_types
 
 VCS = Path(__file__).resolve().parents[1] / "data" / "vcs"
 
@@ -170,3 +172,43 @@ def test_validate_command_accepts_it_with_warnings_only() -> None:
     assert "valid (2 group(s), 5 resource(s))" in r.stdout
     lines = r.stderr.splitlines()
     assert len(lines) == 7 and all(": warning: " in ln for ln in lines), r.stderr
+
+
+# The stock VCS attributes issue #10 names, per block: each is known to kvmguest.
+STOCK = {
+    "cluster": "AdministratorGroups Administrators AutoAddSystemtoCSG AutoClearLimit "
+    "AutoStartTimeout BackupInterval ClusterAddress ClusterLocation ClusterName ClusterOwner "
+    "ClusterRecipients ClusterUUID CounterInterval CounterMissAction CounterMissTolerance "
+    "CredRenewFrequency DeleteOnlineResource EnableFFDC EnableVMAutoDiscovery EnginePriority "
+    "EngineShutdown FipsMode GroupLimit Guests HacliUserLevel LockMemory LogClusterUUID LogSize "
+    "Notifier OperatorGroups Operators PanicOnNoMem PreferredFencingPolicy PrintMsg "
+    "ProcessPriority ResourceLimit SecInfo SecInfoLevel SecureClus SiteAware Statistics "
+    "Stewards SystemRebootAction TypeLimit UseFence UserNames WACPort",
+    "system": "Capacity CPUThresholdLevel CPUUsageMonitoring DynamicLoad FencingWeight Limits "
+    "LoadTimeThreshold LoadWarningLevel MemThresholdLevel NoAutoDisable PhysicalServer "
+    "ReservedCapacity ShutdownTimeout SwapThresholdLevel SystemLocation SystemOwner "
+    "SystemRecipients UserInt UserStr",
+    "group": "AdministratorGroups Administrators Authority AutoFailOver AutoRestart AutoStart "
+    "AutoStartIfPartial AutoStartList AutoStartPolicy ClusterFailOverPolicy ClusterList "
+    "ContainerInfo DeferAutoStart Enabled Evacuate FailOverPolicy FaultPropagation Frozen "
+    "GroupOwner GroupRecipients Load ManageFaults OnlineAtUnfreeze OnlineClearParent "
+    "OnlineRetryInterval OnlineRetryLimit OperatorGroups Operators Parallel PolicyIntention "
+    "Prerequisites PreOnline PreOnlineTimeout PreSwitch Priority PrintTree SysDownPolicy "
+    "SystemList SystemZones TFrozen TriggerEvent TriggerPath TriggerResFault TriggerResRestart "
+    "TriggerResStateChange TriggersEnabled TypeDependencies UserIntGlobal UserIntLocal "
+    "UserStrGlobal UserStrLocal",
+    "resource": "Critical Enabled ComputeStats ContainerInfo ResourceInfo ResourceOwner "
+    "ResourceRecipients TriggerEvent TriggerPath TriggerResRestart TriggerResStateChange "
+    "TriggersEnabled",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STOCK))
+def test_every_stock_vcs_attribute_of_the_issue_is_known(kind: str) -> None:
+    known = (
+        effective_attrs(builtin_types()["KVMGuest"])
+        if kind == "resource"
+        else object_types()[kind].attrs
+    )
+    missing = [n for n in STOCK[kind].split() if n not in known and not vcs_stock.unused(kind, n)]
+    assert missing == []
