@@ -18,7 +18,8 @@ What maps, and how (docs/pacemaker.md, "kvmguest export pacemaker"):
   resource-stickiness above the spread of those scores (VCS does not fail back);
   AutoStart/AutoStartList -> target-role; Frozen/TFrozen -> is-managed=false;
   ManageFaults=NONE -> the monitors' on-fail=block;
-* ``requires group G online local|global|remote soft|firm|hard`` -> order (+ colocation).
+* ``requires group G online local|global|remote soft|firm|hard`` -> order (+ colocation);
+* Mount and IP resources, Critical and Enabled: :mod:`kvmguest.ocf.export_vcs`.
 
 Whatever has no Pacemaker equivalent is listed in :attr:`Export.notes` as
 "not exported: ..." (approximations as "approximated: ..."): every attribute written in
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
 from kvmguest.agents import registry
+from kvmguest.agents.coverage import managed
 from kvmguest.agents.loader import builtin_types
 from kvmguest.agents.ocf_interface import OcfSide, flatten
 from kvmguest.model import vcs_stock
@@ -42,7 +44,6 @@ from kvmguest.ocf.export_vcs import (
     HEARTBEAT,
     HeartbeatAgent,
     contained_faults,
-    enabled,
     heartbeat,
     heartbeat_notes,
     heartbeat_params,
@@ -411,9 +412,9 @@ class _Exporter:
     def group(self, gname: str, gblock: Block | None, shared: dict[str, str]) -> None:
         blocks = [b for b in self.cfg.resources.values() if b.group == gname]
         for b in blocks:
-            if not enabled(b):
+            if not managed(b):
                 self.out.not_exported(f"resource {b.name}: Enabled = 0 (not managed, as in VCS)")
-        blocks = [b for b in blocks if enabled(b)]
+        blocks = [b for b in blocks if managed(b)]
         guests = [b for b in blocks if b.kind in self.sides or heartbeat(b.kind)]
         exported = {b.name for b in guests}
         for b in blocks:

@@ -96,10 +96,6 @@ def fmt(value: Value) -> str:
     return "{ " + ", ".join(f"{k} = {v}" for k, v in value.items()) + " }"
 
 
-def enabled(block: Block) -> bool:
-    return block.attrs.get("Enabled", "1") != "0"
-
-
 def contained_faults(cfg: Config, group: str) -> set[str]:
     """The group's resources whose fault does not fault the group (Critical = 0, and no
     critical resource requires them)."""
