@@ -182,16 +182,16 @@ def test_non_kvmguest_resources_and_their_links_are_reported(tmp_path: Path) -> 
     path.write_text(
         'include "types.cf"\n'
         "group g ( SystemList = { a = 0 } AutoStartList = { a } )\n"
-        "    Mount m ( MountPoint = /x )\n"
+        "    NIC m ( Device = eth0 )\n"
         "    KVMGuest vm ( GuestName = vm )\n"
         "    vm requires m\n"
     )
-    (tmp_path / "types.cf").write_text("type Mount ( str MountPoint )\n")
+    (tmp_path / "types.cf").write_text("type NIC ( str Device )\n")
     cfg, diags = load(path)
     assert not diags, diags
     e = export(cfg)
     assert [p.id for p in e.primitives] == ["vm"]
-    assert any("resource m of type Mount" in n for n in e.notes)
+    assert any("resource m of type NIC" in n for n in e.notes)
     assert any("vm requires m" in n for n in e.notes)
 
 

@@ -57,6 +57,7 @@ def agent_cmd(
         _companion(obj, socket_path if explicit else default, socket_group, agent_socket)
 
     from kvmguest.agents.base import Env
+    from kvmguest.agents.coverage import groups_not_run
     from kvmguest.agents.loader import Loaded
     from kvmguest.daemon import logs, metrics
     from kvmguest.daemon.service import (
@@ -83,15 +84,18 @@ def agent_cmd(
         loaded.require_system(env.system)
     except KeyError as e:
         fail(obj, f"{e.args[0]}; not starting", code=invalid)
-    mine = [
+    here = [
         g for g, b in loaded.cfg.groups.items()
         if not isinstance(b.attrs.get("SystemList"), dict)
         or env.system in b.attrs["SystemList"]
     ]  # fmt: skip
+    not_run = {g: why for g, why in groups_not_run(loaded.cfg).items() if g in here}
+    mine = [g for g in here if g not in not_run]
     if check:
-        emit(obj, {"config": env.config, "system": env.system, "groups": mine},
+        emit(obj, {"config": env.config, "system": env.system, "groups": mine,
+                   "not_run": not_run},
              f"{env.config}: valid; system {env.system} runs group(s): "
-             f"{', '.join(mine) or 'none'}")  # fmt: skip
+             f"{', '.join(mine) or 'none'}" + not_run_text(not_run))  # fmt: skip
     if metrics_port is not None and not metrics.AVAILABLE:
         fail(obj, f"--metrics-port: {metrics.MISSING}", code=EX_CONFIG)
     opts = AgentOptions(env=env, socket=socket_path, db=db, group=socket_group,
@@ -193,7 +197,13 @@ def status_data(reply: dict[str, Any]) -> dict[str, Any]:
         "reset_at": reply.get("reset_at"),
         "resources": resources,
         "groups": groups,
+        "not_run": reply.get("not_run", {}),
     }
+
+
+def not_run_text(not_run: dict[str, str]) -> str:
+    """One line per group the daemon does not run, with the reason."""
+    return "".join(f"\ngroup {g} is not run: {why}" for g, why in not_run.items())
 
 
 def status_text(data: dict[str, Any]) -> None:
@@ -215,6 +225,8 @@ def status_text(data: dict[str, Any]) -> None:
     print_table(columns, rows, title=title)
     for g, s in data["groups"].items():
         click.echo(f"group {g}: {s['state']}" + (" (frozen)" if s["frozen"] else ""))
+    if data["not_run"]:
+        click.echo(not_run_text(data["not_run"]).lstrip("\n"))
     for r in data["resources"]:
         if r["admin_wait"]:
             click.echo(f"{r['resource']} waits for the operator: {r['admin_wait']}")

@@ -24,6 +24,7 @@ from typing import Any
 
 from kvmguest.agents import registry
 from kvmguest.agents.base import Ended, Env, EventSource, Handle, Outcome, Runtime, TimedOut
+from kvmguest.agents.coverage import groups_not_run, managed
 from kvmguest.daemon.events import QemuWatch
 from kvmguest.daemon.metrics import Metrics
 from kvmguest.daemon.store import Store
@@ -173,6 +174,10 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.runtimes: dict[str, Runtime] = {}  # by type, for the types that run here
+        # Group -> why it is not run (a resource of a type without an agent).
+        self.not_run: dict[str, str] = {}
+        # Called at every state change (the service propagates faults to parents).
+        self.on_change: Callable[[Resource], None] = lambda r: None
         self.sources: list[EventSource] = []
         self.resources: dict[str, Resource] = {}
         self.by_key: dict[tuple[str, str], Resource] = {}  # (type, event key) -> resource
@@ -217,11 +222,17 @@ class Engine:
     def _build(self) -> None:
         system = self.env.system
         saved = self.store.load_snapshots()
+        self.not_run = groups_not_run(self.loaded.cfg)
         for group_name, group in self.loaded.cfg.groups.items():
             sl = group.attrs.get("SystemList")
             if isinstance(sl, dict) and sl and system not in sl:
                 continue  # this group never runs here
+            if group_name in self.not_run:
+                log.warning("group %s is not run: %s", group_name, self.not_run[group_name])
+                continue
             for block in self.loaded.cfg.group_resources(group_name):
+                if not managed(block):
+                    continue
                 runtime = self._runtime(block.kind)
                 if runtime is None:
                     continue
@@ -316,6 +327,7 @@ class Engine:
                     self.metrics.faults.labels(r.name).inc()
                 if d.state is State.RESTARTING:
                     self.metrics.restarts.labels(r.name).inc()
+            self.on_change(r)
         for action in d.actions:
             self._spawn(self._execute(r, action))
         self._schedule(r)
@@ -456,6 +468,10 @@ class Engine:
         try:
             return self.resources[name]
         except KeyError:
+            block = self.loaded.cfg.resources.get(name)
+            if block is not None and block.group in self.not_run:
+                why = self.not_run[block.group]
+                raise KeyError(f"{name}: group {block.group} is not run: {why}") from None
             raise KeyError(f"no resource {name!r} runs on {self.env.system}") from None
 
     def request(self, r: Resource, what: str, target: str = "") -> Decision:

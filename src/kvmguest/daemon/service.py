@@ -22,6 +22,7 @@ from kvmguest.daemon.metrics import Metrics
 from kvmguest.daemon.store import Store, StoreError
 from kvmguest.errors import ConfigError
 from kvmguest.framework.decision import State
+from kvmguest.framework.faults import parents_to_offline
 from kvmguest.framework.groups import (
     GroupError,
     GroupSpec,
@@ -66,6 +67,7 @@ class Service:
         # One per group that runs here, made once: a request naming another group is
         # refused before any lock is looked up, so nothing grows per request.
         self._locks: dict[str, asyncio.Lock] = {g: asyncio.Lock() for g in self.specs}
+        engine.on_change = self._propagate_fault
 
     def states(self) -> dict[str, State]:
         return {n: r.machine.state for n, r in self.engine.resources.items()}
@@ -74,9 +76,24 @@ class Service:
         try:
             spec = self.specs[group]
         except KeyError:
+            if group in self.engine.not_run:
+                why = self.engine.not_run[group]
+                raise KeyError(f"group {group} is not run by kvmguest: {why}") from None
             raise KeyError(f"no group {group!r} runs on {self.engine.env.system}") from None
         frozen = any(self.engine.resources[r].machine.frozen for r in spec.resources)
         return spec.with_frozen(frozen)
+
+    def _propagate_fault(self, r: Resource) -> None:
+        """VCS takes the resources that require a FAULTED one offline (framework/faults.py)."""
+        if r.group not in self.specs:
+            return
+        spec = self.spec(r.group)
+        if spec.frozen:
+            return
+        for name in parents_to_offline(spec, self.states()):
+            parent = self.engine.resources[name]
+            log.warning("%s: taken offline, a resource it requires has FAULTED", name)
+            self.engine.request(parent, "offline")
 
     # --- group operations --------------------------------------------------------------
 
@@ -258,7 +275,8 @@ class Service:
         store = eng.store
         return {"ok": True, "system": eng.env.system, "connected": eng.connected,
                 "state_saved": store.saved, "state_error": store.error,
-                "reset_at": store.reset_at, "resources": res, "groups": groups}  # fmt: skip
+                "reset_at": store.reset_at, "resources": res, "groups": groups,
+                "not_run": eng.not_run}  # fmt: skip
 
     async def _handle(self, cmd: str, req: dict[str, Any], progress: Progress) -> dict[str, Any]:
         eng = self.engine

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from kvmguest.framework.decision import State
+from kvmguest.framework.faults import group_faulted
 from kvmguest.model.config import Config
 
 _DOWN = frozenset({State.OFFLINE, State.INTENTIONAL_OFFLINE, State.FAULTED})
@@ -121,6 +122,8 @@ class GroupSpec:
     auto_start: bool = True
     parallel: bool = False
     frozen: bool = False
+    # Critical = 0: their fault alone does not fault the group (framework/faults.py).
+    non_critical: frozenset[str] = frozenset()
     _waves: tuple[tuple[str, ...], ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -174,9 +177,13 @@ class GroupSpec:
     @classmethod
     def from_config(cls, cfg: Config, name: str) -> GroupSpec:
         block = cfg.groups[name]
-        resources = tuple(r.name for r in cfg.group_resources(name))
+        # Enabled = 0: not managed, as if absent (its links with it).
+        members = [r for r in cfg.group_resources(name) if _flag(r.raw("Enabled"), True)]
+        resources = tuple(r.name for r in members)
         inside = set(resources)
-        links = tuple((lk.parent, lk.child) for lk in cfg.links if lk.parent in inside)
+        links = tuple(
+            (lk.parent, lk.child) for lk in cfg.links if lk.parent in inside and lk.child in inside
+        )
         return cls(
             name=name,
             resources=resources,
@@ -186,6 +193,7 @@ class GroupSpec:
             auto_start=_flag(block.raw("AutoStart"), True),
             parallel=_flag(block.raw("Parallel"), False),
             frozen=_flag(block.raw("Frozen"), False) or _flag(block.raw("TFrozen"), False),
+            non_critical=frozenset(r.name for r in members if not _flag(r.raw("Critical"), True)),
         )
 
 
@@ -258,10 +266,11 @@ def _states(spec: GroupSpec, states: Mapping[str, State]) -> dict[str, State]:
 
 
 def group_status(spec: GroupSpec, states: Mapping[str, State]) -> GroupStatus:
-    """FAULTED if any resource is; ONLINE if all are; OFFLINE if none is; else PARTIAL."""
+    """FAULTED if a resource is whose fault faults the group (Critical); ONLINE if all
+    are; OFFLINE if none is; else PARTIAL."""
     mine = _states(spec, states).values()
     online = sum(1 for s in mine if s is State.ONLINE)
-    if any(s is State.FAULTED for s in mine):
+    if group_faulted(spec, states):
         agg = GroupState.FAULTED
     elif online and online == len(mine):
         agg = GroupState.ONLINE

@@ -72,6 +72,7 @@ ASSOCIATION_KEYS: dict[str, dict[str, Range]] = {
 GROUP_ENUMS: dict[str, tuple[str, ...]] = {
     "ManageFaults": ("ALL", "NONE"),
     "FailOverPolicy": ("Priority", "RoundRobin", "Load", "BiggestAvailable"),
+    "AutoStartPolicy": ("Order", "Priority", "Load"),
 }
 
 # Group integer attributes the framework reads.
@@ -112,4 +113,5 @@ def not_in_enum(name: str, value: object) -> str | None:
     words = GROUP_ENUMS.get(name)
     if words is None or value in words:
         return None
-    return f"{name} is {' or '.join(words)}, not {excerpt(str(value))}"
+    choices = f"{', '.join(words[:-1])} or {words[-1]}"
+    return f"{name} is {choices}, not {excerpt(str(value))}"

@@ -36,7 +36,8 @@ def parse_types(text: str, label: str) -> dict[str, TypeDef]:
     return cfg.types
 
 
-def _read(name: str) -> dict[str, TypeDef]:
+def read_builtin(name: str) -> dict[str, TypeDef]:
+    """The types of a built-in ``.cf`` file beside this module."""
     # A plain open, not importlib.resources: it costs a one-shot command ~3 ms to import.
     with open(os.path.join(os.path.dirname(__file__), name), encoding="utf-8") as f:
         text = f.read()
@@ -102,13 +103,13 @@ def _to_cache(text: str, types: dict[str, TypeDef]) -> None:
 
 @cache
 def framework_type() -> TypeDef:
-    return _read("framework.cf")[FRAMEWORK]
+    return read_builtin("framework.cf")[FRAMEWORK]
 
 
 @cache
 def object_types() -> dict[str, TypeDef]:
     """Schemas of the cluster, system and group blocks, keyed by block kind."""
-    types = _read("objects.cf")
+    types = read_builtin("objects.cf")
     return {"cluster": types["_Cluster"], "system": types["_System"], "group": types["_Group"]}
 
 

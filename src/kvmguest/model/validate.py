@@ -9,9 +9,9 @@ import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kvmguest.model import dependencies, ranges
+from kvmguest.model import dependencies, ranges, vcs_stock
 from kvmguest.model.attributes import AttrDef, Typed, ValueError_, coerce
-from kvmguest.model.config import Block, Config, Diagnostic, Pos, TypeDef, errors_of
+from kvmguest.model.config import WARNING, Block, Config, Diagnostic, Pos, TypeDef, errors_of
 from kvmguest.model.excerpt import excerpt
 from kvmguest.model.resolver import Loaded
 from kvmguest.model.typecheck import check_types
@@ -60,13 +60,16 @@ class _Validator:
 
     def attributes(self, block: Block, attrs: dict[str, AttrDef], resource: bool) -> None:
         systems = self.cfg.systems
+        kind = "resource" if resource else block.kind
         for name in block.attrs.keys() | block.local.keys():
             adef = attrs.get(name)
+            if adef is None:
+                adef = self.stock(block, name, kind)
             if adef is None:
                 self.error(
                     block.position(name),
                     f"{block.kind} {block.name}: unknown attribute {excerpt(name)}"
-                    + _suggest(name, attrs),
+                    + _suggest(name, [*attrs, *vcs_stock.unused_names(kind)]),
                 )
                 continue
             if name in block.attrs:
@@ -87,6 +90,19 @@ class _Validator:
                 self.value(block, adef, val, f"{name}@{system}: ")
         if resource:
             self.semantic(block, attrs)
+
+    def stock(self, block: Block, name: str, kind: str) -> AttrDef | None:
+        """A stock VCS attribute kvmguest does not use: checked, with one warning."""
+        adef = vcs_stock.unused(kind, name)
+        if adef is not None:
+            self.diags.append(
+                Diagnostic(
+                    block.position(name),
+                    f"{block.kind} {block.name}: {vcs_stock.warning_text(kind, name)}",
+                    WARNING,
+                )
+            )
+        return adef
 
     def semantic(self, block: Block, attrs: dict[str, AttrDef]) -> None:
         hook = self.rules.get(block.kind, TypeRules()).hook

@@ -18,7 +18,8 @@ What maps, and how (docs/pacemaker.md, "kvmguest export pacemaker"):
   resource-stickiness above the spread of those scores (VCS does not fail back);
   AutoStart/AutoStartList -> target-role; Frozen/TFrozen -> is-managed=false;
   ManageFaults=NONE -> the monitors' on-fail=block;
-* ``requires group G online local|global|remote soft|firm|hard`` -> order (+ colocation).
+* ``requires group G online local|global|remote soft|firm|hard`` -> order (+ colocation);
+* Mount and IP resources, Critical and Enabled: :mod:`kvmguest.ocf.export_vcs`.
 
 Whatever has no Pacemaker equivalent is listed in :attr:`Export.notes` as
 "not exported: ..." (approximations as "approximated: ..."): every attribute written in
@@ -32,11 +33,22 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
 from kvmguest.agents import registry
+from kvmguest.agents.coverage import managed
 from kvmguest.agents.loader import Loaded, builtin_types
 from kvmguest.agents.ocf_interface import OcfSide, flatten
+from kvmguest.model import vcs_stock
 from kvmguest.model.attributes import AttrDef, Value
 from kvmguest.model.config import Block, Config
 from kvmguest.model.types import effective_attrs, object_types
+from kvmguest.ocf.export_vcs import (
+    HEARTBEAT,
+    HeartbeatAgent,
+    contained_faults,
+    heartbeat,
+    heartbeat_notes,
+    heartbeat_params,
+)
+from kvmguest.ocf.export_vcs import fmt as _fmt
 
 PROVIDER = ("ocf", "kvmguest")
 # Statics that become ops or meta attributes (the rest is reported when it differs from
@@ -129,6 +141,7 @@ class Primitive:
     meta: dict[str, str]
     ops: list[Op]
     kind: str  # the resource type: ocf:kvmguest:<kind>
+    provider: tuple[str, str] = PROVIDER  # ocf:heartbeat for a VCS bundled type
 
 
 @dataclass
@@ -180,14 +193,6 @@ class Export:
 
     def approximated(self, what: str) -> None:
         self.notes.append(f"approximated: {what}")
-
-
-def _fmt(value: Value) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "{ " + ", ".join(value) + " }"
-    return "{ " + ", ".join(f"{k} = {v}" for k, v in value.items()) + " }"
 
 
 class _Exporter:
@@ -350,7 +355,9 @@ class _Exporter:
                 f"resource {block.name}: {name} = {_fmt(self.static(block, name))} ({why})"
             )
         for name in sorted(block.attrs.keys() | block.local.keys()):
-            if name not in attrs:
+            if vcs_stock.unused("resource", name):
+                self.out.not_exported(f"resource {block.name}: {name} (not used by kvmguest)")
+            elif name not in attrs:
                 self.out.not_exported(f"resource {block.name}: unknown attribute {name}")
         for attr, per in block.local.items():
             local_def = attrs.get(attr)
@@ -372,6 +379,19 @@ class _Exporter:
             ops=self.ops(block, migrate, on_fail),
             kind=block.kind,
         )
+
+    def heartbeat_primitive(
+        self, block: Block, mapping: HeartbeatAgent, on_fail: str | None
+    ) -> Primitive:
+        """A VCS bundled type (Mount, IP) as its resource-agents peer (export_vcs.py)."""
+        attrs = self.attrs(block)
+        statics = {n: n in MAPPED_STATICS for n, a in attrs.items() if a.static}
+        for note in heartbeat_notes(block, mapping, statics):
+            self.out.not_exported(note)
+        meta = {"migration-threshold": str(self.static_int(block, "RestartLimit") + 1)}
+        params = [ParamSet(heartbeat_params(block, mapping), 1)]
+        ops = self.ops(block, False, on_fail)
+        return Primitive(self.new_id(block.name), params, meta, ops, mapping.agent, HEARTBEAT)
 
     # -- groups --------------------------------------------------------------------
 
@@ -395,10 +415,14 @@ class _Exporter:
 
     def group(self, gname: str, gblock: Block | None, shared: dict[str, str]) -> None:
         blocks = [b for b in self.cfg.resources.values() if b.group == gname]
-        guests = [b for b in blocks if b.kind in self.sides]
+        for b in blocks:
+            if not managed(b):
+                self.out.not_exported(f"resource {b.name}: Enabled = 0 (not managed, as in VCS)")
+        blocks = [b for b in blocks if managed(b)]
+        guests = [b for b in blocks if b.kind in self.sides or heartbeat(b.kind)]
         exported = {b.name for b in guests}
         for b in blocks:
-            if b.kind not in self.sides:
+            if b.name not in exported:
                 self.out.not_exported(
                     f"resource {b.name} of type {b.kind} in group {gname} (kvmguest has no "
                     "Pacemaker agent for that type; give it its own Pacemaker agent)"
@@ -413,7 +437,16 @@ class _Exporter:
         attrs = gblock.attrs if gblock is not None else {}
         self.report_group(gname, attrs)
         on_fail = "block" if attrs.get("ManageFaults") == "NONE" else None
-        prims = [self.primitive(b, shared, on_fail) for b in self.ordered_members(gname, guests)]
+        contained = contained_faults(self.cfg, gname)
+        prims = []
+        for b in self.ordered_members(gname, guests):
+            # Critical = 0 (and no critical resource above it): stopped where it runs.
+            fail = on_fail or ("stop" if b.name in contained else None)
+            mapping = heartbeat(b.kind)
+            if mapping is not None:
+                prims.append(self.heartbeat_primitive(b, mapping, fail))
+            else:
+                prims.append(self.primitive(b, shared, fail))
         self.out.primitives += prims
         group_meta = self.group_meta(gname, attrs)
         if len(prims) == 1:
@@ -580,7 +613,7 @@ def render_crm(e: Export) -> str:
         "#   crm configure load update FILE",
     ]
     for p in e.primitives:
-        body = [f"primitive {p.id} {':'.join((*PROVIDER, p.kind))}"]
+        body = [f"primitive {p.id} {':'.join((*p.provider, p.kind))}"]
         body += [_crm_params(ps) for ps in p.params]
         if p.meta:
             body.append("meta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in p.meta.items()))
@@ -617,7 +650,7 @@ def _nv(owner: str, values: dict[str, str]) -> list[str]:
 
 
 def _xml_primitive(p: Primitive, indent: str) -> list[str]:
-    cls, provider, kind = (*PROVIDER, p.kind)
+    cls, provider, kind = (*p.provider, p.kind)
     out = [f'{indent}<primitive id="{p.id}" class="{cls}" provider="{provider}" type="{kind}">']
     i2, i3 = indent + "  ", indent + "    "
     for ps in p.params:

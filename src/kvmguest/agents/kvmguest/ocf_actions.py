@@ -43,7 +43,7 @@ from kvmguest.agents.kvmguest.type_name import KVMGUEST
 from kvmguest.agents.loader import Loaded, validate
 from kvmguest.agents.ocf_interface import Ocf, OcfError, monitor_code
 from kvmguest.deadline import Deadline
-from kvmguest.model.config import Block, Config
+from kvmguest.model.config import Block, Config, errors_of
 from kvmguest.model.files import main_cf, read_config_bytes
 from kvmguest.model.parser import load
 from kvmguest.model.states import ResourceState
@@ -178,7 +178,7 @@ def _overlay(cfg: Config, rid: str, env: OcfEnv, statics: dict[str, int]) -> Non
 
 
 def _first_error(cfg: Config) -> str | None:
-    diags = validate(cfg)
+    diags = errors_of(validate(cfg))  # a warning (a stock VCS attribute) runs
     if not diags:
         return None
     first = diags[0]
