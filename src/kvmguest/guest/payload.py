@@ -33,6 +33,7 @@ Everything here is pure; the image itself is :mod:`kvmguest.guest.iso`'s (``buil
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -199,16 +200,8 @@ def validate_dropts(opts: Mapping[str, str]) -> list[str]:
 
 
 def _payload_of(net: Network, site: str | None, generated: str) -> DrPayload:
-    return DrPayload(
-        ip_address=net.ip_address,
-        prefix_length=net.prefix_length,
-        device=net.device,
-        gateway=net.gateway,
-        dns_servers=net.dns_servers,
-        dns_search=net.dns_search,
-        site=site,
-        generated=generated,
-    )
+    # Network's fields are DrPayload's network fields, by name.
+    return DrPayload(**dataclasses.asdict(net), site=site, generated=generated)
 
 
 def utc_now_iso() -> str:
