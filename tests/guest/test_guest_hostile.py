@@ -245,6 +245,22 @@ def test_oversized_payload_is_refused_before_it_is_read(
     assert "not read" in _refused(guest, image, "--backend", "networkd")
 
 
+def test_image_claiming_gigabytes_of_directory_is_refused_at_once(tmp_path: Path) -> None:
+    data = bytearray(build_iso_bytes(tmp_path))
+    size = 0x7FFFF800  # 2 GiB of root directory, in the PVD and in the directory itself
+    for record in (16 * _SECTOR + 156, 28 * _SECTOR):
+        data[record + 10 : record + 18] = size.to_bytes(4, "little") + size.to_bytes(4, "big")
+    image = tmp_path / "huge-directory.iso"
+    image.write_bytes(bytes(data))
+    with open(image, "r+b") as fp:
+        fp.truncate(3 * 1024**3)  # sparse, as a disc of that size would be there to read
+    started = time.monotonic()
+    with pytest.raises(iso.UnreadableMediumError, match="more than"):
+        read_iso(image)
+    # pycdlib alone read the 2 GiB for 12 s.
+    assert time.monotonic() - started < 2
+
+
 # --------------------------------------------------------------------------- discovery
 
 

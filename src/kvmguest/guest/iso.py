@@ -17,7 +17,7 @@ import stat
 import struct
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from kvmguest.guest.command import runner as _run
 from kvmguest.guest.fsutil import atomic_write_with
@@ -34,6 +34,9 @@ from kvmguest.guest.payload import (
 )
 
 _SECTOR = 2048
+#: What reading one image may cost at most: its metadata and the payload. Our images need
+#: under 100 KiB; a label-less disc with more metadata than this is skipped unread.
+MAX_READ_BYTES = 16 * 1024 * 1024
 _PVD_OFFSET = 16 * _SECTOR
 
 #: Runs a command and returns (exit status, combined output); injectable for tests.
@@ -174,6 +177,36 @@ def _corrupt_medium_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+class _ReadBudgetError(OSError):
+    """The image made pycdlib read more than any payload image needs."""
+
+
+class _BoundedReader:
+    """A read-only view of an image that refuses to read more than ``budget`` bytes in all.
+
+    pycdlib follows the image's extents and lengths: a directory record claiming gigabytes
+    would have it read the whole disc, for many seconds of the boot. A DR image is a few
+    sectors of metadata and at most MAX_PAYLOAD_BYTES of payload.
+    """
+
+    def __init__(self, fp: BinaryIO, budget: int) -> None:
+        self._fp = fp
+        self._left = budget
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self._left:
+            raise _ReadBudgetError(f"the image asks for more than {MAX_READ_BYTES} bytes read")
+        data = self._fp.read(size)
+        self._left -= len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+
 def read_image(fp: BinaryIO, name: str) -> DrPayload:
     """Read the payload from an open ISO image (file, device or in memory), no mounting.
 
@@ -186,7 +219,8 @@ def read_image(fp: BinaryIO, name: str) -> DrPayload:
     image = pycdlib.PyCdlib()
     opened = False
     try:
-        image.open_fp(fp)
+        # pycdlib only reads, seeks and tells on it.
+        image.open_fp(cast("BinaryIO", _BoundedReader(fp, MAX_READ_BYTES)))
         opened = True
         data = _extract(image)
     except PayloadError:
