@@ -194,9 +194,10 @@ class _BoundedReader:
         self._left = budget
 
     def read(self, size: int = -1) -> bytes:
-        if size < 0 or size > self._left:
+        # "All of it" is whatever is left of the budget, and one byte to tell if it is more.
+        data = self._fp.read(self._left + 1 if size < 0 or size > self._left else size)
+        if len(data) > self._left:
             raise _ReadBudgetError(f"the image asks for more than {MAX_READ_BYTES} bytes read")
-        data = self._fp.read(size)
         self._left -= len(data)
         return data
 
