@@ -20,12 +20,15 @@ CD-ROM whose volume label is :data:`VOLUME_LABEL`::
       "netmask": "255.255.255.0" | null, IPv4 only, always consistent with prefix_length
       "gateway": "192.0.2.1" | null,
       "dns_servers": ["192.0.2.53"],     at most 3 (the resolver's limit)
-      "dns_search": ["example.com"]
+      "dns_search": ["example.com"]      at most 32, lower case, no trailing dot
     }
 
-Readers are strict: an unknown ``format``, another ``version``, a missing or unknown key, or
-a value that would not pass :func:`validate_dropts` is a :class:`PayloadError`, and the guest
-then changes nothing. A new field therefore means a new version.
+Readers are strict: an unknown ``format``, another ``version``, a missing, unknown or
+repeated key, a value that would not pass :func:`validate_dropts` (the checks are
+:mod:`kvmguest.guest.payload_checks`) or that is not in the canonical form the agent writes,
+JSON nested deeper than :data:`MAX_JSON_DEPTH` or a file larger than
+:data:`MAX_PAYLOAD_BYTES` is a :class:`PayloadError`, and the guest then changes nothing. A
+new field therefore means a new version.
 
 Everything here is pure; the image itself is :mod:`kvmguest.guest.iso`'s (``build_iso``,
 ``read_iso``), which imports this module, never the other way round.
