@@ -7,6 +7,7 @@ documentation addresses only; the fixture deletes the namespaces, and the NICs w
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
@@ -19,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pycdlib
 import pytest
+
+from kvmguest.guest.payload import VOLUME_LABEL
 
 SITE_A = {
     "ConfigureNetwork": "1",
@@ -39,6 +43,16 @@ SITE_B = {
     "DNSSearchPath": "site-b.example",
     "Device": "eth0",
 }
+
+
+def payload_iso(path: Path, content: bytes, label: str = VOLUME_LABEL) -> Path:
+    """An image holding ``content`` as the payload file, whatever it is (as oVirt writes)."""
+    writer = pycdlib.PyCdlib()
+    writer.new(interchange_level=3, vol_ident=label, rock_ridge="1.09")
+    writer.add_fp(io.BytesIO(content), len(content), "/KVMGUEST.JSO;1", rr_name="kvmguest-dr.json")
+    writer.write(str(path))
+    writer.close()
+    return path
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

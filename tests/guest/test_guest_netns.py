@@ -18,7 +18,7 @@ import pytest
 from kvmguest.guest.netreconfig import ExitCode
 from kvmguest.guest.payload import payload_from_dropts, to_dict, to_json
 
-from .guest_testlib import SITE_A, SITE_B, GuestNet, NetlinkWatch, needs_netns
+from .guest_testlib import SITE_A, SITE_B, GuestNet, NetlinkWatch, needs_netns, payload_iso
 
 pytestmark = needs_netns
 
@@ -151,18 +151,8 @@ def test_dry_run_changes_nothing(guest: GuestNet, netlink: str, make_iso: MakeIs
 
 
 def _bad_images(tmp_path: Path, make_iso: MakeIso) -> dict[str, tuple[list[str], int]]:
-    import io
-
-    import pycdlib
-
     def image(name: str, data: bytes) -> str:
-        path = tmp_path / f"{name}.iso"
-        writer = pycdlib.PyCdlib()
-        writer.new(interchange_level=3, vol_ident="KVMGUEST_DR", rock_ridge="1.09")
-        writer.add_fp(io.BytesIO(data), len(data), "/KVMGUEST.JSO;1", rr_name="kvmguest-dr.json")
-        writer.write(str(path))
-        writer.close()
-        return str(path)
+        return str(payload_iso(tmp_path / f"{name}.iso", data))
 
     future = dict(to_dict(payload_from_dropts(SITE_B, "siteB")), version=2)
     invalid = dict(to_dict(payload_from_dropts(SITE_B, "siteB")), gateway="192.0.2.1")
@@ -370,18 +360,8 @@ def test_nothing_is_overwritten_unless_the_originals_can_be_recorded(
 
 
 def test_found_on_an_unlabelled_cdrom_among_others(guest: GuestNet, tmp_path: Path) -> None:
-    import io
-
-    import pycdlib
-
     def disc(path: Path, label: str, content: bytes, keep: int | None = None) -> None:
-        writer = pycdlib.PyCdlib()
-        writer.new(interchange_level=3, vol_ident=label, rock_ridge="1.09")
-        writer.add_fp(
-            io.BytesIO(content), len(content), "/KVMGUEST.JSO;1", rr_name="kvmguest-dr.json"
-        )
-        writer.write(str(path))
-        writer.close()
+        payload_iso(path, content, label)
         if keep is not None:
             path.write_bytes(path.read_bytes()[:keep])
 

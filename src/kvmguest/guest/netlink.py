@@ -12,10 +12,10 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from kvmguest.guest import command
 from kvmguest.guest.plan import (
     AddressAdd,
     AddressDel,
@@ -205,15 +205,10 @@ class IpCommandOps:
         pass
 
     def _run(self, args: Sequence[str]) -> str:
-        proc = subprocess.run(
-            [self._ip, *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise OSError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout
+        done = command.run([self._ip, *args], merge_stderr=False)
+        if done.status != 0:
+            raise OSError(f"ip {' '.join(args)}: {done.message}")
+        return done.stdout
 
     def _json(self, args: Sequence[str]) -> list[dict[str, Any]]:
         out = self._run(["-j", *args]).strip()

@@ -19,12 +19,11 @@ import logging
 import os
 import pkgutil
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
-from kvmguest.guest import backends, iso, plan, resolver, source, system
+from kvmguest.guest import backends, command, iso, plan, resolver, source, system
 from kvmguest.guest.netlink import NetOps, open_netops
 from kvmguest.guest.payload import (
     VOLUME_LABEL,
@@ -153,13 +152,23 @@ def read_payload(args: argparse.Namespace) -> DrPayload:
     if device is not None:
         log.info("found the medium labelled %s at %s", args.label, device)
         return iso.read_source(device)
+    refused: PayloadError | None = None
     for candidate in source.unlabelled_media(args.label, args.dev_dir):
         try:
             payload = iso.read_iso(candidate)
-        except (ImportError, PayloadMissingError, iso.UnreadableMediumError):
-            continue  # some other disc; only a payload file that is there but bad is an error
+        except (ImportError, PayloadMissingError, iso.UnreadableMediumError) as exc:
+            log.debug("skipping %s: %s", candidate, exc)
+            continue  # some other disc
+        except PayloadError as exc:
+            # Not our label, so perhaps not ours at all: a later disc may still hold the
+            # payload. Only when none does is this bad one the answer.
+            log.warning("skipping %s, its payload is refused: %s", candidate, exc)
+            refused = refused or exc
+            continue
         log.info("found the payload on %s (volume label is not %s)", candidate, args.label)
         return payload
+    if refused is not None:
+        raise refused
     raise PayloadMissingError(f"no medium labelled {args.label} and no payload on any CD-ROM")
 
 
@@ -295,14 +304,17 @@ def _notify_backend(backend: str, device: str) -> None:
     if commands and not shutil.which(commands[0][0]):
         log.warning("backend: %s is not installed; changes apply at next boot", commands[0][0])
         return
+    run_backend_commands(commands)
+
+
+def run_backend_commands(commands: Sequence[Sequence[str]]) -> None:
+    """Run each command, logging its failure (a timeout too) and going on with the next."""
     for argv in commands:
-        proc = subprocess.run(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
-        )
-        if proc.returncode == 0:
+        status, output = command.runner(argv)
+        if status == 0:
             log.info("backend: %s", " ".join(argv))
         else:
-            log.warning("backend: %s failed: %s", " ".join(argv), proc.stdout.strip())
+            log.warning("backend: %s failed: %s", " ".join(argv), output or f"exit {status}")
 
 
 def _apply(
@@ -384,7 +396,11 @@ def run(args: argparse.Namespace) -> int:
     )
     ops = open_netops(args.netlink)
     try:
-        snapshot, device = _wait_for_device(ops, payload.device, args.wait_device)
+        try:
+            snapshot, device = _wait_for_device(ops, payload.device, args.wait_device)
+        except OSError as exc:  # ip timed out, or netlink refused
+            log.error("cannot read the network configuration, nothing changed: %s", exc)
+            return ExitCode.ERROR
         if device is None:
             what = f"device {payload.device}" if payload.device else "network device"
             log.error("no %s found, nothing changed", what)

@@ -20,12 +20,15 @@ CD-ROM whose volume label is :data:`VOLUME_LABEL`::
       "netmask": "255.255.255.0" | null, IPv4 only, always consistent with prefix_length
       "gateway": "192.0.2.1" | null,
       "dns_servers": ["192.0.2.53"],     at most 3 (the resolver's limit)
-      "dns_search": ["example.com"]
+      "dns_search": ["example.com"]      at most 32, lower case, no trailing dot
     }
 
-Readers are strict: an unknown ``format``, another ``version``, a missing or unknown key, or
-a value that would not pass :func:`validate_dropts` is a :class:`PayloadError`, and the guest
-then changes nothing. A new field therefore means a new version.
+Readers are strict: an unknown ``format``, another ``version``, a missing, unknown or
+repeated key, a value that would not pass :func:`validate_dropts` (the checks are
+:mod:`kvmguest.guest.payload_checks`) or that is not in the canonical form the agent writes,
+JSON nested deeper than :data:`MAX_JSON_DEPTH` or a file larger than
+:data:`MAX_PAYLOAD_BYTES` is a :class:`PayloadError`, and the guest then changes nothing. A
+new field therefore means a new version.
 
 Everything here is pure; the image itself is :mod:`kvmguest.guest.iso`'s (``build_iso``,
 ``read_iso``), which imports this module, never the other way round.
@@ -33,13 +36,23 @@ Everything here is pure; the image itself is :mod:`kvmguest.guest.iso`'s (``buil
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from kvmguest.guest.payload_checks import (
+    Network,
+    RawFields,
+    check_generated,
+    check_network,
+    check_site,
+    is_unset,
+    netmask_of,
+)
 
 FORMAT_NAME = "kvmguest-dr"
 FORMAT_VERSION = 1
@@ -51,6 +64,8 @@ PAYLOAD_ISO9660_NAME = "KVMGUEST.JSO"
 VOLUME_LABEL = "KVMGUEST_DR"
 #: Larger files are refused unread: a real payload is a few hundred bytes.
 MAX_PAYLOAD_BYTES = 64 * 1024
+#: The payload nests two levels (the object, its lists); deeper JSON is refused unparsed.
+MAX_JSON_DEPTH = 4
 
 DROPTS_KEYS = (
     "ConfigureNetwork",
@@ -61,8 +76,6 @@ DROPTS_KEYS = (
     "DNSSearchPath",
     "Device",
 )
-#: glibc reads at most three ``nameserver`` lines (MAXNS); more would be silently ignored.
-MAX_DNS_SERVERS = 3
 
 _JSON_KEYS = (
     "format",
@@ -77,15 +90,6 @@ _JSON_KEYS = (
     "dns_servers",
     "dns_search",
 )
-# Interface names end up in file names (ifcfg-DEV) and config files: allow only what is safe
-# there, which covers every name the kernel, udev and systemd generate.
-_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
-_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_MAX_SITE_LEN = 255
-
-if TYPE_CHECKING:
-    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class PayloadError(ValueError):
@@ -128,244 +132,12 @@ class DrPayload:
     @property
     def netmask(self) -> str | None:
         """Dotted netmask for IPv4; None for IPv6, which only has prefix lengths."""
-        if self.family != 4:
-            return None
-        return str(ipaddress.IPv4Network(f"0.0.0.0/{self.prefix_length}").netmask)
+        return netmask_of(self.ip_address, self.prefix_length)
 
     @property
     def cidr(self) -> str:
         """The address with its prefix length, e.g. ``192.0.2.10/24``."""
         return f"{self.ip_address}/{self.prefix_length}"
-
-
-# --------------------------------------------------------------------------- value checks
-# Each checker takes the name to put in its messages, so that DROpts errors name the DROpts
-# key and payload errors name the JSON key.
-
-
-def is_unset(value: str | None) -> bool:
-    """DROpts convention: ``NONE`` (the type's default) or an empty value mean "not set"."""
-    return value is None or value.strip() == "" or value.strip().upper() == "NONE"
-
-
-def _parse_ip(name: str, text: str, errors: list[str]) -> IPAddress | None:
-    if "%" in text:
-        errors.append(f"{name}: '{text}' has a zone index; give the address alone")
-        return None
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        errors.append(f"{name}: '{text}' is not an IPv4 or IPv6 address")
-        return None
-
-
-def _special_kind(addr: IPAddress) -> str | None:
-    """Why an address can never be assigned to or reached on a NIC, if it cannot."""
-    if addr.is_unspecified:
-        return "the unspecified address"
-    if addr.is_loopback:
-        return "a loopback address"
-    if addr.is_multicast:
-        return "a multicast address"
-    if isinstance(addr, ipaddress.IPv4Address) and (
-        addr.is_reserved or addr == ipaddress.IPv4Address("255.255.255.255")
-    ):
-        return "a reserved address"
-    return None
-
-
-def _parse_prefix(name: str, text: str, family: int | None, errors: list[str]) -> int | None:
-    """A prefix length (``24`` or ``/24``) or, for IPv4, a dotted netmask."""
-    value = text.strip()
-    if value.startswith("/"):
-        value = value[1:]
-    if value.isdigit():
-        prefix = int(value)
-        limit = 32 if family == 4 else 128
-        if not 1 <= prefix <= limit:
-            errors.append(f"{name}: prefix length {prefix} is out of range 1..{limit}")
-            return None
-        return prefix
-    if "." in value:
-        if family == 6:
-            errors.append(f"{name}: an IPv6 address takes a prefix length (e.g. 64), not '{text}'")
-            return None
-        try:
-            mask = int(ipaddress.IPv4Address(value))
-        except ValueError:
-            errors.append(f"{name}: '{text}' is not a dotted netmask or a prefix length")
-            return None
-        ones = bin(mask).count("1")
-        # A netmask is a run of ones followed by zeros; anything else (0.0.0.255, 255.0.255.0)
-        # is a typo that ipaddress would quietly accept as a host mask.
-        if mask != ((1 << 32) - 1) ^ ((1 << (32 - ones)) - 1) or ones == 0:
-            errors.append(f"{name}: '{text}' is not a contiguous netmask")
-            return None
-        return ones
-    errors.append(f"{name}: '{text}' is not a dotted netmask or a prefix length")
-    return None
-
-
-def _check_host_in_net(
-    name: str, addr: IPAddress, net: IPNetwork, what: str, errors: list[str]
-) -> None:
-    """Reject the network (and, for IPv4, broadcast) address of subnets that have them."""
-    if net.prefixlen >= net.max_prefixlen - 1:
-        return  # /31, /32, /127, /128: every address is a host address
-    if addr == net.network_address:
-        errors.append(f"{name}: {addr} is the network address of {net}, not {what}")
-    elif addr.version == 4 and addr == net.broadcast_address:
-        errors.append(f"{name}: {addr} is the broadcast address of {net}, not {what}")
-
-
-def _check_device(name: str, text: str, errors: list[str]) -> str | None:
-    if not _DEVICE_RE.match(text):
-        errors.append(
-            f"{name}: '{text}' is not a valid interface name (1-15 letters, digits, "
-            "'_', '.' or '-', starting with a letter or digit)"
-        )
-        return None
-    if text == "lo":
-        errors.append(f"{name}: the loopback interface cannot carry the site address")
-        return None
-    return text
-
-
-def _check_dns_servers(name: str, items: Sequence[str], errors: list[str]) -> tuple[str, ...]:
-    servers: list[str] = []
-    for item in items:
-        addr = _parse_ip(name, item, errors)
-        if addr is None:
-            if "," in item or ";" in item:
-                errors[-1] += " (separate entries with spaces)"
-            continue
-        if addr.is_unspecified or addr.is_multicast:
-            errors.append(f"{name}: {addr} cannot be a DNS server")
-            continue
-        if str(addr) in servers:
-            errors.append(f"{name}: {addr} is listed twice")
-            continue
-        servers.append(str(addr))
-    if len(servers) > MAX_DNS_SERVERS:
-        errors.append(
-            f"{name}: {len(servers)} servers given, at most {MAX_DNS_SERVERS} are used by "
-            "the resolver"
-        )
-    return tuple(servers)
-
-
-def is_domain_name(text: str) -> bool:
-    """A DNS domain name as a search path entry: LDH labels, 253 characters at most."""
-    name = text[:-1] if text.endswith(".") else text
-    if not name or len(name) > 253:
-        return False
-    return all(_LABEL_RE.match(label) for label in name.split("."))
-
-
-def _check_dns_search(name: str, items: Sequence[str], errors: list[str]) -> tuple[str, ...]:
-    domains: list[str] = []
-    for item in items:
-        if not is_domain_name(item):
-            hint = " (separate entries with spaces)" if "," in item or ";" in item else ""
-            errors.append(f"{name}: '{item}' is not a valid domain name{hint}")
-            continue
-        domain = item.rstrip(".").lower()
-        if domain in domains:
-            errors.append(f"{name}: '{item}' is listed twice")
-            continue
-        domains.append(domain)
-    return tuple(domains)
-
-
-def _check_site(name: str, site: str, errors: list[str]) -> None:
-    # The site name is copied into comments of generated config files: a newline there
-    # would inject configuration.
-    if not site or len(site) > _MAX_SITE_LEN or not site.isprintable():
-        errors.append(f"{name}: must be 1-{_MAX_SITE_LEN} printable characters, not {site!r}")
-
-
-@dataclass
-class _Fields:
-    """Raw field values, named for messages, checked together by :func:`_check_fields`."""
-
-    names: Mapping[str, str]
-    ip_address: str | None
-    prefix: str | None
-    gateway: str | None
-    dns_servers: Sequence[str]
-    dns_search: Sequence[str]
-    device: str | None
-
-
-def _check_fields(f: _Fields, errors: list[str]) -> DrPayload | None:
-    """Check the network fields together; return the canonical payload if all are valid."""
-    n = f.names
-    addr: IPAddress | None = None
-    prefix: int | None = None
-    if f.ip_address is None:
-        errors.append(f"{n['ip']}: required when ConfigureNetwork=1")
-    else:
-        text = f.ip_address.strip()
-        inline_prefix: str | None = None
-        if "/" in text:
-            text, inline_prefix = text.split("/", 1)
-        addr = _parse_ip(n["ip"], text, errors)
-        if addr is not None and _special_kind(addr) is not None:
-            errors.append(f"{n['ip']}: {addr} is {_special_kind(addr)}, not a site address")
-            addr = None
-        elif addr is not None and addr.is_link_local:
-            errors.append(f"{n['ip']}: {addr} is link-local, not a site address")
-            addr = None
-        family = addr.version if addr is not None else None
-        if inline_prefix is not None:
-            prefix = _parse_prefix(n["ip"], inline_prefix, family, errors)
-        if f.prefix is not None:
-            mask_prefix = _parse_prefix(n["prefix"], f.prefix, family, errors)
-            if prefix is not None and mask_prefix is not None and prefix != mask_prefix:
-                errors.append(
-                    f"{n['prefix']}: '{f.prefix}' contradicts the prefix length /{prefix} "
-                    f"given in {n['ip']}"
-                )
-            prefix = mask_prefix if prefix is None else prefix
-        elif inline_prefix is None:
-            errors.append(f"{n['prefix']}: required when ConfigureNetwork=1")
-    net = None
-    if addr is not None and prefix is not None:
-        net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
-        _check_host_in_net(n["ip"], addr, net, "a host address", errors)
-
-    gateway: IPAddress | None = None
-    if f.gateway is not None:
-        gateway = _parse_ip(n["gw"], f.gateway.strip(), errors)
-        if gateway is not None and _special_kind(gateway) is not None:
-            errors.append(f"{n['gw']}: {gateway} is {_special_kind(gateway)}, not a gateway")
-            gateway = None
-        if gateway is not None and addr is not None:
-            if gateway.version != addr.version:
-                errors.append(f"{n['gw']}: {gateway} is not of the same family as {addr}")
-            elif gateway == addr:
-                errors.append(f"{n['gw']}: {gateway} is the site address itself")
-            # An IPv6 router is usually reached at its link-local address, which is on-link
-            # by definition whatever the site prefix is.
-            elif net is not None and not (gateway.version == 6 and gateway.is_link_local):
-                if gateway not in net:
-                    errors.append(f"{n['gw']}: {gateway} is not inside the subnet {net}")
-                else:
-                    _check_host_in_net(n["gw"], gateway, net, "a gateway", errors)
-
-    servers = _check_dns_servers(n["dns"], f.dns_servers, errors)
-    search = _check_dns_search(n["search"], f.dns_search, errors)
-    device = _check_device(n["dev"], f.device, errors) if f.device is not None else None
-    if errors or addr is None or prefix is None:
-        return None
-    return DrPayload(
-        ip_address=str(addr),
-        prefix_length=prefix,
-        device=device,
-        gateway=str(gateway) if gateway is not None else None,
-        dns_servers=servers,
-        dns_search=search,
-    )
 
 
 # --------------------------------------------------------------------------- DROpts
@@ -386,7 +158,7 @@ _DROPTS_NAMES = {
 }
 
 
-def _dropts_payload(opts: Mapping[str, str], errors: list[str]) -> DrPayload | None:
+def _dropts_payload(opts: Mapping[str, str], errors: list[str]) -> Network | None:
     unknown = sorted(set(opts) - set(DROPTS_KEYS))
     for key in unknown:
         # A misspelt key (ConfigureNetwok=1) would otherwise silently disable DR.
@@ -402,8 +174,8 @@ def _dropts_payload(opts: Mapping[str, str], errors: list[str]) -> DrPayload | N
         value = opts.get(key)
         return None if is_unset(value) else (value or "").strip()
 
-    return _check_fields(
-        _Fields(
+    return check_network(
+        RawFields(
             names=_DROPTS_NAMES,
             ip_address=get("IPAddress"),
             prefix=get("Netmask"),
@@ -430,6 +202,11 @@ def validate_dropts(opts: Mapping[str, str]) -> list[str]:
     return errors
 
 
+def _payload_of(net: Network, site: str | None, generated: str) -> DrPayload:
+    # Network's fields are DrPayload's network fields, by name.
+    return DrPayload(**dataclasses.asdict(net), site=site, generated=generated)
+
+
 def utc_now_iso() -> str:
     # timezone.utc, not datetime.UTC: the guest side also runs on Python < 3.11.
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017
@@ -446,39 +223,19 @@ def payload_from_dropts(
     errors: list[str] = []
     payload = _dropts_payload(opts, errors)
     if site is not None:
-        _check_site("site", site, errors)
+        check_site("site", site, errors)
     if errors:
         raise PayloadError("; ".join(errors))
     if payload is None:
         raise PayloadError("DROpts.ConfigureNetwork is not 1: no network to configure")
     stamp = generated if generated is not None else utc_now_iso()
-    _check_generated("generated", stamp, errors)
+    check_generated("generated", stamp, errors)
     if errors:
         raise PayloadError("; ".join(errors))
-    return DrPayload(
-        ip_address=payload.ip_address,
-        prefix_length=payload.prefix_length,
-        device=payload.device,
-        gateway=payload.gateway,
-        dns_servers=payload.dns_servers,
-        dns_search=payload.dns_search,
-        site=site,
-        generated=stamp,
-    )
+    return _payload_of(payload, site, stamp)
 
 
 # --------------------------------------------------------------------------- JSON
-
-
-def _check_generated(name: str, text: str, errors: list[str]) -> None:
-    try:
-        # fromisoformat only accepts a trailing Z from Python 3.11 on.
-        stamp = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        errors.append(f"{name}: '{text}' is not an ISO 8601 timestamp")
-        return
-    if stamp.tzinfo is None:
-        errors.append(f"{name}: '{text}' has no time zone")
 
 
 def to_dict(payload: DrPayload) -> dict[str, Any]:
@@ -545,14 +302,14 @@ def from_dict(obj: object) -> DrPayload:
     device = _typed(obj, "device", str, True, errors)
     ip = _typed(obj, "ip_address", str, False, errors)
     prefix = _typed(obj, "prefix_length", int, False, errors)
-    netmask = _typed(obj, "netmask", str, True, errors)
+    _typed(obj, "netmask", str, True, errors)  # its value: _check_canonical
     gateway = _typed(obj, "gateway", str, True, errors)
     servers = _str_list(obj, "dns_servers", errors)
     search = _str_list(obj, "dns_search", errors)
     if site is not None:
-        _check_site("site", site, errors)
+        check_site("site", site, errors)
     if generated is not None:
-        _check_generated("generated", generated, errors)
+        check_generated("generated", generated, errors)
     names = {
         "ip": "ip_address",
         "prefix": "prefix_length",
@@ -563,36 +320,93 @@ def from_dict(obj: object) -> DrPayload:
     }
     checked = None
     if not errors:
-        checked = _check_fields(
-            _Fields(names, ip, str(prefix), gateway, servers, search, device), errors
+        checked = check_network(
+            RawFields(names, ip, str(prefix), gateway, servers, search, device), errors
         )
-    if checked is not None and netmask != checked.netmask:
-        errors.append(f"netmask: {netmask!r} does not match prefix_length {prefix}")
+    if checked is not None:
+        _check_canonical(obj, checked, errors)
     if errors or checked is None:
         raise PayloadError("corrupt payload: " + "; ".join(errors))
-    return DrPayload(
-        ip_address=checked.ip_address,
-        prefix_length=checked.prefix_length,
-        device=checked.device,
-        gateway=checked.gateway,
-        dns_servers=checked.dns_servers,
-        dns_search=checked.dns_search,
-        site=site,
-        generated=generated,
-    )
+    return _payload_of(checked, site, generated)
+
+
+def _check_canonical(obj: Mapping[str, Any], net: Network, errors: list[str]) -> None:
+    """The agent writes every value in canonical form: another spelling is not its payload.
+
+    The checks accept some latitude (an upper-case domain, a trailing dot) that DROpts
+    needs; a payload has none, so the guest writes exactly the values it checked.
+    """
+    expected = {
+        "ip_address": net.ip_address,
+        "netmask": netmask_of(net.ip_address, net.prefix_length),
+        "gateway": net.gateway,
+        "dns_servers": list(net.dns_servers),
+        "dns_search": list(net.dns_search),
+    }
+    for key, value in expected.items():
+        if obj.get(key) != value:
+            if key == "netmask":
+                prefix = obj.get("prefix_length")
+                errors.append(f"netmask: {obj.get(key)!r} does not match prefix_length {prefix}")
+            else:
+                errors.append(f"{key}: not in canonical form (expected {value!r})")
+
+
+def _nesting_depth(text: str) -> int:
+    """How deeply arrays and objects nest in a JSON text (brackets in strings not counted).
+
+    json.loads recurses once a level: a 64 KiB text of ``[`` is a RecursionError, which
+    is no ValueError and would escape as an unexpected error.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # With duplicate keys, json keeps the last one; another reader may keep the first.
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise PayloadError(f"corrupt payload: key {key[:40]!r} appears twice")
+        obj[key] = value
+    return obj
 
 
 def from_json(data: str | bytes) -> DrPayload:
     """Parse and check a payload file's content; any problem raises :class:`PayloadError`."""
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"corrupt payload: {len(data)} bytes, more than {MAX_PAYLOAD_BYTES}")
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"corrupt payload: {size} bytes, more than {MAX_PAYLOAD_BYTES}")
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise PayloadError(f"corrupt payload: not UTF-8 ({exc})") from None
+    if _nesting_depth(data) > MAX_JSON_DEPTH:
+        raise PayloadError(f"corrupt payload: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        obj = json.loads(data)
-    except ValueError as exc:  # JSONDecodeError, and RecursionError-free for our size
+        obj = json.loads(data, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        # Not reachable past the depth check; kept so no parser recursion ever means exit 1.
+        raise PayloadError("corrupt payload: JSON nested too deeply") from None
+    except PayloadError:
+        raise
+    except ValueError as exc:  # JSONDecodeError, and ints of more than 4300 digits
         raise PayloadError(f"corrupt payload: not JSON ({exc})") from None
     return from_dict(obj)

@@ -8,11 +8,11 @@ until reboot; the backend's persistent file carries the same servers to resolved
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Union
 
+from kvmguest.guest.command import runner as _run
 from kvmguest.guest.payload import DrPayload
 from kvmguest.guest.plan import AppliedState
 
@@ -64,13 +64,6 @@ def plan_resolved(
     elif current != want:
         actions.append(ResolvedSet(device, want.servers, want.domains))
     return actions
-
-
-def _run(argv: Sequence[str]) -> tuple[int, str]:
-    proc = subprocess.run(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
-    )
-    return proc.returncode, proc.stdout.strip()
 
 
 def _after_colon(output: str) -> tuple[str, ...]:

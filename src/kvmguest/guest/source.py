@@ -11,23 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Callable, Sequence
 
+from kvmguest.guest.command import runner as _run
 from kvmguest.guest.iso import read_volume_label
 
 Runner = Callable[[Sequence[str]], "tuple[int, str]"]
-_SR_RE = re.compile(r"^sr(\d+)$")
-
-
-def _run(argv: Sequence[str]) -> tuple[int, str]:
-    try:
-        proc = subprocess.run(
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False
-        )
-    except OSError as exc:
-        return 127, str(exc)
-    return proc.returncode, proc.stdout.strip()
+_SR_RE = re.compile(r"sr([0-9]{1,4})")
 
 
 def cdrom_devices(dev_dir: str = "/dev") -> list[str]:
@@ -36,7 +26,7 @@ def cdrom_devices(dev_dir: str = "/dev") -> list[str]:
         names = os.listdir(dev_dir)
     except OSError:
         return []
-    found = [(int(m.group(1)), name) for name in names if (m := _SR_RE.match(name))]
+    found = [(int(m.group(1)), name) for name in names if (m := _SR_RE.fullmatch(name))]
     return [os.path.join(dev_dir, name) for _, name in sorted(found)]
 
 
