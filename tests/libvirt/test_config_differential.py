@@ -93,11 +93,24 @@ def q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def pick(draw: st.DrawFn, good: list[str], bad: list[str], odds: int = 8) -> str:
-    """A good value, or with a chance of one in ``odds`` a bad one."""
-    if bad and draw(st.integers(0, odds - 1)) == 0:
-        return draw(st.sampled_from(bad))
-    return draw(st.sampled_from(good))
+class Odds:
+    """How often a configuration goes wrong: half of them never do (so that what validate
+    accepts is exercised as much as what it refuses), the others now and then or often."""
+
+    def __init__(self, draw: st.DrawFn) -> None:
+        self.draw = draw
+        self.scale = draw(st.sampled_from([0, 0, 4, 1]))  # 0: a clean configuration
+
+    def bad(self, odds: int) -> bool:
+        """True with a chance of one in ``odds`` (scaled), never for a clean config."""
+        if self.scale == 0:
+            return False
+        return self.draw(st.integers(0, odds * self.scale - 1)) == 0
+
+    def pick(self, good: list[str], bad: list[str], odds: int = 8) -> str:
+        if bad and self.bad(odds):
+            return self.draw(st.sampled_from(bad))
+        return self.draw(st.sampled_from(good))
 
 
 def rare(draw: st.DrawFn, odds: int = 10) -> bool:
@@ -106,26 +119,26 @@ def rare(draw: st.DrawFn, odds: int = 10) -> bool:
 
 @st.composite
 def configs(draw: st.DrawFn) -> str:
+    odds = Odds(draw)
+    pick = odds.pick
     systems = draw(st.lists(st.sampled_from(SYSTEMS), max_size=3, unique=True))
     out: list[str] = []
     if draw(st.booleans()):
         good = ["ClusterName = prod", "UseFence = SCSI3", "Administrators = { admin }",
                 f'LibvirtURITemplate = "{URI}"', "EngineShutdown = Enable"]  # fmt: skip
         attrs = draw(st.lists(st.sampled_from(good), max_size=3, unique=True))
-        if rare(draw):
+        if odds.bad(10):
             attrs.append(draw(st.sampled_from(["Nonsense = 1", "CounterInterval = x"])))
         out.append(f"cluster c ( {' '.join(attrs)} )")
     if rare(draw, 4):
-        decls = [
-            pick(draw, GOOD_TYPE_DECLS, BAD_TYPE_DECLS, 4) for _ in range(draw(st.integers(1, 3)))
-        ]
+        decls = [pick(GOOD_TYPE_DECLS, BAD_TYPE_DECLS, 4) for _ in range(draw(st.integers(1, 3)))]
         out.append("type KVMGuest (\n    " + "\n    ".join(dict.fromkeys(decls)) + "\n)")
     with_mount = draw(st.booleans())
     if with_mount:
         out.append("type Mount (\n    static str ArgList[] = { MountPoint, BlockDevice }\n"
                    "    str MountPoint\n    str BlockDevice\n    str FSType\n)")  # fmt: skip
     for s in systems:
-        extra = pick(draw, ["", "Site = east", "Capacity = 100", "SystemLocation = rack1"],
+        extra = pick(["", "Site = east", "Capacity = 100", "SystemLocation = rack1"],
                      ["Bogus = 1", "Capacity = x"], 12)  # fmt: skip
         out.append(f"system {s} ( {extra} )")
     n_groups = draw(st.integers(1, 3))
@@ -140,7 +153,7 @@ def configs(draw: st.DrawFn) -> str:
         for name, good, bad in draw(
             st.lists(st.sampled_from(GROUP_ATTRS), max_size=2, unique_by=lambda a: a[0])
         ):
-            parts.append(f"{name} = {q(pick(draw, good, bad))}")
+            parts.append(f"{name} = {q(pick(good, bad))}")
         out.append(f"group {gname} ( {' '.join(parts)} )")
         mine: list[str] = []
         for r in range(draw(st.integers(1, 3))):
@@ -151,45 +164,45 @@ def configs(draw: st.DrawFn) -> str:
                            f'"/dev/vd{r}" FSType = ext4 )')  # fmt: skip
                 continue
             attrs = []
-            if not rare(draw, 20):
-                name = pick(draw, [f"vm{g}{r}"], GUESTS + HOSTILE[:5], 6)
+            if not odds.bad(20):
+                name = pick([f"vm{g}{r}"], GUESTS + HOSTILE[:5], 6)
                 attrs.append(f"GuestName = {q(name)}")
             for name in draw(st.lists(st.sampled_from(STATICS), max_size=2, unique=True)):
-                attrs.append(f"{name} = {q(pick(draw, GOOD_INTS, BAD_INTS))}")
+                attrs.append(f"{name} = {q(pick(GOOD_INTS, BAD_INTS))}")
             for name, good, bad in draw(
                 st.lists(st.sampled_from(RESOURCE_STOCK), max_size=2, unique_by=lambda a: a[0])
             ):
-                attrs.append(f"{name} = {q(pick(draw, good, bad))}")
+                attrs.append(f"{name} = {q(pick(good, bad))}")
             if draw(st.booleans()) and (systems or sl):
                 s = draw(st.sampled_from(systems or sl))
                 attr, value = draw(st.sampled_from([
-                    ("GuestName", pick(draw, [f"vm{g}{r}-{s}"], GUESTS, 4)),
-                    ("DelayAfterGuestOnline", pick(draw, GOOD_INTS, BAD_INTS)),
-                    ("SyncDir", pick(draw, ["/srv/sync"], HOSTILE)),
+                    ("GuestName", pick([f"vm{g}{r}-{s}"], GUESTS, 4)),
+                    ("DelayAfterGuestOnline", pick(GOOD_INTS, BAD_INTS)),
+                    ("SyncDir", pick(["/srv/sync"], HOSTILE)),
                 ]))  # fmt: skip
                 attrs.append(f"{attr}@{s} = {q(value)}")
             if rare(draw, 4):
                 dr = dict(GOOD_DR)
                 key = draw(st.sampled_from(sorted(GOOD_DR)))
-                dr[key] = pick(draw, [GOOD_DR[key]], HOSTILE, 3)
+                dr[key] = pick([GOOD_DR[key]], HOSTILE, 3)
                 pairs = ", ".join(f"{k} = {q(v)}" for k, v in dr.items())
                 attrs.append(f"DROpts = {{ ConfigureNetwork = 1, {pairs} }}")
-            if rare(draw, 6):
-                url = pick(draw, ["https://rhvm.example.com/api"], HOSTILE, 3)
-                attrs.append(f"RHEVMInfo = {{ Enabled = {pick(draw, ['0'], ['1'], 3)}, "
+            if odds.bad(6):  # never runs: no RHV-M exists here, the password is in clear
+                url = pick(["https://rhvm.example.com/api"], HOSTILE, 3)
+                attrs.append(f"RHEVMInfo = {{ Enabled = {pick(['0'], ['1'], 3)}, "
                              f"URL = {q(url)}, Password = {q('hunter2')} }}")  # fmt: skip
-            if rare(draw, 20):
+            if odds.bad(20):
                 attrs.append(f"{draw(st.sampled_from(['GuestNmae', 'Critcal', 'Foo']))} = 1")
             out.append(f"    KVMGuest {rname} ( {' '.join(attrs)} )")
         for i in range(len(mine) - 1):
             if draw(st.booleans()):
                 out.append(f"    {mine[i]} requires {mine[i + 1]}")
-        if rare(draw, 8):
+        if odds.bad(8):
             out.append(f"    {mine[-1]} requires {draw(st.sampled_from(mine))}")  # a cycle
         if g > 0 and rare(draw, 3):
             other = f"g{draw(st.integers(0, g - 1))}"
-            out.append(f"    requires group {other} {pick(draw, GOOD_WORDS, BAD_WORDS)}")
-        elif rare(draw, 15):
+            out.append(f"    requires group {other} {pick(GOOD_WORDS, BAD_WORDS)}")
+        elif odds.bad(15):
             other = f"g{draw(st.integers(g, n_groups - 1))}"  # itself or a later one: a cycle
             out.append(f"    requires group {other} {draw(st.sampled_from(GOOD_WORDS))}")
     return "\n".join(out) + "\n"

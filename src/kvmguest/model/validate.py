@@ -58,7 +58,9 @@ class _Validator:
         except ValueError_ as e:
             self.error(pos, f"{block.kind} {block.name}: {e}")
 
-    def attributes(self, block: Block, attrs: dict[str, AttrDef], resource: bool) -> None:
+    def attributes(
+        self, block: Block, attrs: dict[str, AttrDef], resource: bool, hook: bool = True
+    ) -> None:
         systems = self.cfg.systems
         kind = "resource" if resource else block.kind
         for name in block.attrs.keys() | block.local.keys():
@@ -88,7 +90,7 @@ class _Validator:
                         f"no system named {excerpt(system)}" + _suggest(system, systems),
                     )
                 self.value(block, adef, val, f"{name}@{system}: ")
-        if resource:
+        if resource and hook:
             self.semantic(block, attrs)
 
     def stock(self, block: Block, name: str, kind: str) -> AttrDef | None:
@@ -222,7 +224,9 @@ class _Validator:
                 )
                 continue
             before = len(self.diags)
-            self.attributes(block, effective_attrs(tdef), resource=block.kind not in broken)
+            self.attributes(
+                block, effective_attrs(tdef), resource=True, hook=block.kind not in broken
+            )
             if not errors_of(self.diags[before:]) and block.kind not in broken:
                 clean.append(block)
         self.resolved(clean)
