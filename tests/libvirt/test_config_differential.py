@@ -219,7 +219,7 @@ def _daemon_load(loaded: Loaded, path: Path, system: str, db: Path) -> None:
         engine = Engine(loaded, Env(str(path), system, URI), store)
         try:
             for name in loaded.cfg.groups:
-                GroupSpec.from_config(loaded.cfg, name)
+                GroupSpec.from_config(loaded, name)
         finally:
             for r in engine.resources.values():
                 r.handle.close()

@@ -3,6 +3,7 @@ it faults the group, and which resources the framework manages at all."""
 
 from __future__ import annotations
 
+from kvmguest.agents.loader import Loaded
 from kvmguest.framework import GroupSpec, GroupState, State, group_status
 from kvmguest.framework.faults import faults_group, parents_to_offline
 from kvmguest.model.parser import parse_text
@@ -60,7 +61,7 @@ group g ( SystemList = { a = 0 } )
 """
     cfg, diags, _ = parse_text(text, "main.cf")
     assert not diags
-    spec = GroupSpec.from_config(cfg, "g")
+    spec = GroupSpec.from_config(Loaded(cfg), "g")
     # Enabled = 0: not managed, as if absent — its links with it.
     assert spec.resources == ("vm", "side")
     assert spec.requires == ()

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kvmguest.agents.loader import Loaded
 from kvmguest.framework import (
     DependencyCycle,
     GroupError,
@@ -304,12 +305,12 @@ KVMGuest vm3 ( GuestName = vm3 )
 def test_from_config() -> None:
     cfg, diags, _ = parse_text(MAIN_CF, "main.cf")
     assert not diags, diags
-    g = GroupSpec.from_config(cfg, "vmgrp")
+    g = GroupSpec.from_config(Loaded(cfg), "vmgrp")
     assert g.resources == ("vm1", "vm2")
     assert g.requires == (("vm1", "vm2"),)
     assert g.system_list == ("sysB", "sysA")
     assert g.auto_start_list == ("sysB",)
     assert not g.parallel and not g.frozen and g.auto_start
     assert g.online_waves() == (("vm2",), ("vm1",))
-    frz = GroupSpec.from_config(cfg, "frz")
+    frz = GroupSpec.from_config(Loaded(cfg), "frz")
     assert frz.frozen and frz.resources == ("vm3",)

@@ -61,7 +61,7 @@ class Service:
         self.engine = engine
         self.opts = opts
         self.specs = {
-            name: GroupSpec.from_config(engine.loaded.cfg, name)
+            name: GroupSpec.from_config(engine.loaded, name)
             for name in {r.group for r in engine.resources.values()}
         }
         # One per group that runs here, made once: a request naming another group is

@@ -21,7 +21,9 @@ from functools import cached_property
 
 from kvmguest.framework.decision import State
 from kvmguest.framework.faults import group_faulted
-from kvmguest.model.config import Config
+from kvmguest.model.attributes import Typed
+from kvmguest.model.config import Block
+from kvmguest.model.resolver import Loaded
 
 _DOWN = frozenset({State.OFFLINE, State.INTENTIONAL_OFFLINE, State.FAULTED})
 _STARTING = frozenset({State.GOING_ONLINE, State.RESTARTING})
@@ -175,25 +177,38 @@ class GroupSpec:
         return replace(self, frozen=frozen)
 
     @classmethod
-    def from_config(cls, cfg: Config, name: str) -> GroupSpec:
+    def from_config(cls, loaded: Loaded, name: str) -> GroupSpec:
+        """The group as the one resolver types its attributes (and its resources'
+        Enabled and Critical)."""
+        cfg = loaded.cfg
         block = cfg.groups[name]
+
+        def attr(attr_name: str) -> Typed:
+            return loaded.object_attr("group", block, attr_name)
+
+        def flag(resource: Block, attr_name: str) -> bool:
+            return bool(loaded.resource_value(resource.name, attr_name))
+
         # Enabled = 0: not managed, as if absent (its links with it).
-        members = [r for r in cfg.group_resources(name) if _flag(r.raw("Enabled"), True)]
+        members = [r for r in cfg.group_resources(name) if flag(r, "Enabled")]
         resources = tuple(r.name for r in members)
         inside = set(resources)
         links = tuple(
             (lk.parent, lk.child) for lk in cfg.links if lk.parent in inside and lk.child in inside
         )
+        auto_start_list = attr("AutoStartList")
         return cls(
             name=name,
             resources=resources,
             requires=links,
-            system_list=_system_list(block.raw("SystemList")),
-            auto_start_list=tuple(_as_list(block.raw("AutoStartList"))),
-            auto_start=_flag(block.raw("AutoStart"), True),
-            parallel=_flag(block.raw("Parallel"), False),
-            frozen=_flag(block.raw("Frozen"), False) or _flag(block.raw("TFrozen"), False),
-            non_critical=frozenset(r.name for r in members if not _flag(r.raw("Critical"), True)),
+            system_list=tuple(loaded.system_list(name)) if "SystemList" in block.attrs else (),
+            auto_start_list=tuple(str(s) for s in auto_start_list)
+            if isinstance(auto_start_list, list)
+            else (),
+            auto_start=bool(attr("AutoStart")),
+            parallel=bool(attr("Parallel")),
+            frozen=bool(attr("Frozen")) or bool(attr("TFrozen")),
+            non_critical=frozenset(r.name for r in members if not flag(r, "Critical")),
         )
 
 
@@ -224,35 +239,6 @@ def _find_cycle(children: Mapping[str, set[str]], left: set[str]) -> tuple[str, 
         path.append(node)
         node = min(c for c in children[node] if c in left)
     return tuple(path[path.index(node) :])
-
-
-def _as_list(raw: object) -> list[str]:
-    if isinstance(raw, list):
-        return [str(v) for v in raw]
-    if isinstance(raw, dict):
-        return [str(k) for k in raw]
-    if isinstance(raw, str) and raw:
-        return [raw]
-    return []
-
-
-def _system_list(raw: object) -> tuple[str, ...]:
-    if isinstance(raw, dict):  # SystemList = { sys1 = 0, sys2 = 1 }: lower is preferred
-        return tuple(sorted(raw, key=lambda s: (_int(raw[s]), s)))
-    return tuple(_as_list(raw))
-
-
-def _int(text: object) -> int:
-    try:
-        return int(str(text))
-    except ValueError:
-        return 0
-
-
-def _flag(raw: object, default: bool) -> bool:
-    if raw is None or raw == "":
-        return default
-    return str(raw) not in ("0", "false")
 
 
 # --- state ------------------------------------------------------------------------------

@@ -104,6 +104,11 @@ class Loaded:
                 sources[name] = "type default"
         return sources
 
+    def resource_value(self, resource: str, name: str, system: str | None = None) -> Typed:
+        """One attribute of a resource on ``system``, typed (KeyError as resource_values)."""
+        block = self.cfg.resource(resource)
+        return self._value(block, effective_attrs(self.types[block.kind])[name], system)
+
     def statics(self, resource: str) -> dict[str, Typed]:
         """The resource's static attributes (type statics and the framework's), typed."""
         block = self.cfg.resource(resource)
@@ -142,7 +147,8 @@ class Loaded:
     def system_list(self, group: str | None) -> list[str]:
         """The group's SystemList, by priority (lowest number first)."""
         block = self.cfg.groups.get(group or "")
-        sl = block.attrs.get("SystemList") if block else None
-        if not isinstance(sl, dict):
+        if block is None or "SystemList" not in block.attrs:
             return list(self.cfg.systems)
+        sl = self.object_attr("group", block, "SystemList")
+        assert isinstance(sl, dict)
         return sorted(sl, key=lambda s: (int(sl[s]), s))

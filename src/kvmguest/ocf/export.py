@@ -437,7 +437,7 @@ class _Exporter:
         attrs = gblock.attrs if gblock is not None else {}
         self.report_group(gname, attrs)
         on_fail = "block" if attrs.get("ManageFaults") == "NONE" else None
-        contained = contained_faults(self.cfg, gname)
+        contained = contained_faults(self.loaded, gname)
         prims = []
         for b in self.ordered_members(gname, guests):
             # Critical = 0 (and no critical resource above it): stopped where it runs.

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from kvmguest.framework.faults import faults_group
 from kvmguest.framework.groups import GroupSpec
 from kvmguest.model.attributes import Value
-from kvmguest.model.config import Block, Config
+from kvmguest.model.config import Block
+from kvmguest.model.resolver import Loaded
 
 HEARTBEAT = ("ocf", "heartbeat")
 
@@ -96,8 +97,8 @@ def fmt(value: Value) -> str:
     return "{ " + ", ".join(f"{k} = {v}" for k, v in value.items()) + " }"
 
 
-def contained_faults(cfg: Config, group: str) -> set[str]:
+def contained_faults(loaded: Loaded, group: str) -> set[str]:
     """The group's resources whose fault does not fault the group (Critical = 0, and no
     critical resource requires them)."""
-    spec = GroupSpec.from_config(cfg, group)
+    spec = GroupSpec.from_config(loaded, group)
     return {r for r in spec.resources if not faults_group(spec, r)}
