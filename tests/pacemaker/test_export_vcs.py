@@ -120,6 +120,8 @@ def test_realistic_vcs_main_cf_exports_and_passes_crm_verify(tmp_path: Path) -> 
         "appfs": "Filesystem", "appip": "IPaddr2", "appvm": "KVMGuest", "webvm": "KVMGuest",
     }  # fmt: skip
     assert "not exported: resource appnic of type NIC" in proc.stderr
+    # VCS's UserNames holds its users' encrypted passwords: named, never printed.
+    assert "UserNames = { admin = ... }" in proc.stderr and "dKLdKFkHLgLLjTLfKI" not in proc.stderr
     missing = [t for t in ("cibadmin", "crm_verify", "crm_attribute") if not shutil.which(t)]
     if missing:
         unavailable("not installed: " + ", ".join(missing))

@@ -104,6 +104,8 @@ WHY_GROUP = {
     "Priority": "use Pacemaker's priority meta attribute",
     "PreOnline": "no preonline trigger in Pacemaker",
 }
+# Values that are secrets (VCS keeps its users' encrypted passwords in UserNames).
+SECRET_ATTRS = frozenset({"UserNames"})
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 SCORE_STEP = 100
 
@@ -270,6 +272,9 @@ class _Exporter:
         if self.cfg.cluster is not None:
             for attr, value in self.cfg.cluster.attrs.items():
                 if attr not in self.cluster_params:
+                    if attr in SECRET_ATTRS and isinstance(value, dict):
+                        # VCS keeps its users' (encrypted) passwords here: never print them.
+                        value = {user: "..." for user in value}
                     self.out.not_exported(
                         f"cluster {self.cfg.cluster.name}: {attr} = {_fmt(value)} "
                         "(cluster-wide settings are Pacemaker's and corosync's own)"
