@@ -295,6 +295,14 @@ def flatten(attrs: Mapping[str, object], params: tuple[OcfParam, ...]) -> dict[s
         if p.key is None:
             if isinstance(raw, str):
                 out[p.name] = ocf_value(p, raw)
+            elif isinstance(raw, list | dict):
+                # A list or a whole association as one parameter: shell words ("K=V" for
+                # an association), as the agents that take one read it back (shlex.split).
+                import shlex
+
+                items = raw.items() if isinstance(raw, dict) else None
+                words = [f"{k}={v}" for k, v in items] if items is not None else raw
+                out[p.name] = " ".join(shlex.quote(str(w)) for w in words)
         elif isinstance(raw, dict) and p.key in raw:
             out[p.name] = ocf_value(p, str(raw[p.key]))
     return out
