@@ -89,6 +89,7 @@ class Box:
     name: str
     attrs: dict[str, object] = field(default_factory=dict)
     extra: str = ""  # more blocks in the group (a DockerDaemon, links)
+    autostart: bool = False
 
     @property
     def cfg(self) -> Path:
@@ -107,7 +108,11 @@ class Box:
         self.attrs.update(attrs)
         self.cfg.write_text(
             "cluster c ( )\nsystem host1 ( )\n"
-            "group g (\n    SystemList = { host1 = 0 }\n    )\n" + self.block() + self.extra
+            "group g (\n    SystemList = { host1 = 0 }\n"
+            + ("    AutoStartList = { host1 }\n" if self.autostart else "")
+            + "    )\n"
+            + self.block()
+            + self.extra
         )
 
     def handle(self, shared: bool = False) -> Any:

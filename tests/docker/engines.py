@@ -106,12 +106,12 @@ class Engine:
     def daemon_argv(self) -> list[str]:
         """The engine's command (what a DockerDaemon resource's DaemonCommand + options are)."""
         if self.kind == "docker":
-            d = self.dir
+            d, ns = self.dir, f"kvmguest-{os.getpid()}"
             return ["dockerd", "--data-root", str(d / "data"), "--exec-root", str(d / "exec"),
                     "--pidfile", str(d / "docker.pid"), "-H", self.host,
                     "--iptables=false", "--ip6tables=false", "--bridge=none",
-                    "--containerd-namespace", f"kvmguest-{os.getpid()}",
-                    "--containerd-plugins-namespace", f"kvmguest-{os.getpid()}-plugins"]  # fmt: skip
+                    "--containerd-namespace", ns,
+                    "--containerd-plugins-namespace", f"{ns}-plugins"]  # fmt: skip
         return [*self.podman_base(), "system", "service", "--time=0", self.host]
 
     def environ(self) -> dict[str, str]:

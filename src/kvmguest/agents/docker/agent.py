@@ -50,13 +50,14 @@ class DockerContainerAgent(Agent):
 
         p = container_params(loaded, resource, env.system)
         return {"type": self.type_name, "host": p.host, "name": p.container_name,
-                "timeout": str(p.timeout("Monitor"))}  # fmt: skip
+                "engine": p.engine, "timeout": str(p.timeout("Monitor"))}  # fmt: skip
 
     def oneshot_monitor(self, recipe: dict[str, str]) -> MonitorResult:
         # The lean probe (standard library, no Docker SDK): the same table as the full one.
         from kvmguest.agents.docker.lean import probe
 
-        return probe(recipe["host"], recipe["name"], float(recipe["timeout"]))
+        return probe(recipe["host"], recipe["name"], float(recipe["timeout"]),
+                     recipe.get("engine", "docker"))  # fmt: skip
 
 
 class DockerDaemonAgent(Agent):

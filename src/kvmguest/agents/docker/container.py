@@ -15,6 +15,7 @@ from typing import Any
 
 from kvmguest.agents.base import Ended, Outcome, Progress, cap_output
 from kvmguest.agents.docker import engine_api as api
+from kvmguest.agents.docker import procs
 from kvmguest.agents.docker.params import ContainerParams
 from kvmguest.agents.docker.table import (
     DEFINITION,
@@ -29,7 +30,10 @@ from kvmguest.errors import AgentError, Unreachable
 from kvmguest.model import states
 from kvmguest.model.states import MonitorResult, ResourceState
 
-POLL = 0.1  # the longest a wait sleeps between two inspects when no event wakes it
+POLL = 0.1
+# How a monitor's detail starts when the engine is gone and the container verifiably with
+# it (procs.engine_absent): the daemon's handle tells it from a plain OFFLINE by this.
+ENGINE_GONE = "engine gone"  # the longest a wait sleeps between two inspects when no event wakes it
 LOG_TAIL = 20
 
 
@@ -68,11 +72,17 @@ def _error(e: AgentError) -> Outcome:
 
 
 def monitor(ctx: Context, deadline: Deadline) -> tuple[MonitorResult, dict[str, Any] | None]:
-    """The state (the table of :mod:`.table`) and the inspect document it came from."""
+    """The state (the table of :mod:`.table`) and the inspect document it came from (None
+    when the engine gave none: no such container, or no answer)."""
     p = ctx.params
     try:
         doc = api.inspect(ctx.client(deadline), p.host, p.container_name)
+    except api.TimedOutError as e:
+        return states.unknown(str(e)), None  # a hung engine: its containers may well run
     except AgentError as e:
+        absent = procs.engine_absent(p.host, p.engine, p.container_name)
+        if absent is not None and isinstance(e, Unreachable):
+            return states.offline(f"{ENGINE_GONE}: {absent}"), None
         return states.unknown(str(e)), None
     return container_state(p.container_name, doc), doc
 
@@ -223,7 +233,16 @@ def clean(ctx: Context, reason: int) -> Outcome:
     deadline = Deadline(p.timeout("Clean"))
     try:
         client = ctx.client(deadline)
-        doc = api.inspect(client, p.host, p.container_name)
+        try:
+            doc = api.inspect(client, p.host, p.container_name)
+        except api.TimedOutError:
+            raise
+        except Unreachable:
+            # A hung engine's container is never declared gone; a gone engine's is.
+            absent = procs.engine_absent(p.host, p.engine, p.container_name)
+            if absent is None:
+                raise
+            return Outcome(True, f"nothing to kill: {absent}")
         if doc is None:
             return Outcome(True, f"no container {p.container_name}")
         if not is_managed(doc):

@@ -68,14 +68,19 @@ def inspect(host: str, name: str, timeout: float) -> tuple[int, dict[str, object
     return 200, doc if isinstance(doc, dict) else None
 
 
-def probe(host: str, name: str, timeout: float) -> MonitorResult:
-    """The container's state; UNKNOWN when the engine cannot tell (never OFFLINE then)."""
+def probe(host: str, name: str, timeout: float, engine: str = "docker") -> MonitorResult:
+    """The container's state; UNKNOWN when the engine cannot tell (never OFFLINE then,
+    unless the engine is gone and the container verifiably with it)."""
     try:
         status, doc = inspect(host, name, timeout)
     except TimeoutError:
         return states.unknown(f"the engine at {host} did not answer within {timeout:g} s")
     except OSError as e:
-        return states.unknown(f"cannot reach the engine at {host}: {e.strerror or e}")
+        from kvmguest.agents.docker.procs import engine_absent
+
+        why = f"cannot reach the engine at {host}: {e.strerror or e}"
+        absent = engine_absent(host, engine, name)
+        return states.offline(f"{absent}: {why}") if absent else states.unknown(why)
     if status == 404:
         return container_state(name, None)
     if status != 200 or doc is None:

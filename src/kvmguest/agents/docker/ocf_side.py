@@ -127,7 +127,7 @@ class ContainerOcfSide(OcfSide):
             if engine == "podman"
             else "unix:///var/run/docker.sock"
         )
-        result = lean.probe(host, name, lean.budget(env.meta.timeout_ms, 20.0))
+        result = lean.probe(host, name, lean.budget(env.meta.timeout_ms, 20.0), engine)
         return monitor_code(result, None, probe=env.meta.probe), f"{name}: {result.detail}"
 
     def run(self, action: str, env: _OcfEnv) -> tuple[Ocf, str]:

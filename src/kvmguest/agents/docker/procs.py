@@ -68,3 +68,39 @@ def socket_holder(host: str) -> int | None:
             except OSError:
                 continue
     return None
+
+
+def _conmon_of(name: str) -> int | None:
+    """The pid of a Podman ``conmon`` that monitors the container ``name`` (its command
+    line carries ``-n NAME``), None when there is none."""
+    want = name.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"conmon"):
+            for i, arg in enumerate(argv[:-1]):
+                if arg in (b"-n", b"--name") and argv[i + 1] == want:
+                    return int(entry)
+    return None
+
+
+def engine_absent(host: str, engine: str, name: str) -> str | None:
+    """Why container ``name`` cannot be running although its engine cannot be asked, or
+    None when it may be (then the answer stays UNKNOWN).
+
+    Only for a local engine that is gone (no process listens on its socket): dockerd stops
+    its containers when it stops; Podman's outlive its API service, each under its conmon,
+    so a Podman container is not running only when no conmon of it is left."""
+    if socket_path(host) is None or socket_holder(host) is not None:
+        return None
+    if engine == "podman":
+        pid = _conmon_of(name)
+        if pid is not None:
+            return None
+        return f"no Podman service at {host} and no conmon of container {name}"
+    return f"no engine process at {host} (dockerd's containers stop with it)"

@@ -54,12 +54,19 @@ class ContainerHandle:
                 self._pid = (pid, procs.start_time(pid))
             else:
                 self._pid = None
-        if result.state is ResourceState.UNKNOWN:
+        if doc is None and result.state is not ResourceState.ONLINE:
+            # The engine said nothing (gone, hung): the process the last monitor saw is
+            # the evidence; alive, the container runs whatever else seems to say.
             alive = self._alive_pid()
             if self._shared and deadline.expired():
                 raise TimedOut(result.detail)
             if alive is not None:
                 return states.unknown(f"{result.detail}; its main process {alive} is alive")
+            if self._pid is not None and result.detail.startswith(cep.ENGINE_GONE):
+                # It ran, and died with its engine (dockerd stopping or restarting): not a
+                # fault of the container, and nothing can restart it before the engine is
+                # back. UNKNOWN while the engine is away; once back, it tells.
+                return states.unknown(f"{result.detail}; it ran until its engine went away")
         return result
 
     def _alive_pid(self) -> int | None:
