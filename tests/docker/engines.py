@@ -210,11 +210,28 @@ class Engine:
             # Podman's containers outlive its service: their conmon processes may remain.
             with contextlib.suppress(Exception):
                 self.cli("rm", "-af", "-t", "0", timeout=60, check=False)
+        # Whatever still runs from this instance's directories (a containerd left by a
+        # SIGKILLed dockerd, a conmon whose service is gone): all ours, by their paths.
+        for pid in _processes_under(self.dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         subprocess.run(["umount", "-R", "-l", str(self.dir)], capture_output=True, check=False,
                        timeout=30)  # fmt: skip
         for m in _mounts_under(self.dir):
             subprocess.run(["umount", "-l", m], capture_output=True, check=False, timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _processes_under(path: Path) -> list[int]:
+    want = str(path).encode() + b"/"
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as f:
+            if want in f.read():
+                out.append(int(entry))
+    return out
 
 
 def _mounts_under(path: Path) -> list[str]:
