@@ -337,6 +337,9 @@ class OcfSide:
     migrate = False
     # What `kvmguest ocf install` imports in the target Python to prove it can run the agent.
     imports: tuple[str, ...] = ()
+    # One instance on every node of its group's systems (a container engine): the export
+    # makes it a clone, and the group's other members start after it, on the same node.
+    per_node = False
 
     def from_environ(self, environ: Mapping[str, str]) -> OcfEnv:
         raise NotImplementedError

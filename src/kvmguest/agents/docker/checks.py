@@ -30,7 +30,7 @@ def check_host(value: object) -> list[str]:
         return []
     parts = urlsplit(value)
     if parts.scheme == "unix":
-        if not parts.path.startswith("/"):
+        if parts.netloc or not parts.path.startswith("/"):
             return [f"DockerHost {value!r}: a unix:// URL needs an absolute socket path"]
         return []
     if parts.scheme in ("tcp", "http", "https"):

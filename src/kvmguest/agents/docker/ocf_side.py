@@ -148,6 +148,7 @@ class DaemonOcfSide(OcfSide):
         "Details: kvmguest's docs/containers.md."
     )
     imports = ("docker", "kvmguest.agents.docker.ocf_actions")
+    per_node = True
 
     def from_environ(self, environ: Mapping[str, str]) -> DaemonEnv:
         env = read_environ(environ, DaemonEnv, "DockerDaemon")
