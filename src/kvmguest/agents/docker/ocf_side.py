@@ -103,7 +103,9 @@ class ContainerOcfSide(OcfSide):
         "answer is degraded (190) on a recurring monitor. Details: kvmguest's "
         "docs/containers.md."
     )
-    imports = ("docker", "kvmguest.agents.docker.ocf_actions", "kvmguest.agents.docker.lean")
+    # Not the Docker SDK: a node without it still installs the other agents; the full path
+    # (site on) finds it, or answers "not installed" (OCF 5).
+    imports = ("kvmguest.agents.docker.lean",)
 
     def from_environ(self, environ: Mapping[str, str]) -> ContainerEnv:
         env = read_environ(environ, ContainerEnv, "DockerContainer")
@@ -147,7 +149,7 @@ class DaemonOcfSide(OcfSide):
         "the socket); a process that lives while the API does not answer is degraded (190). "
         "Details: kvmguest's docs/containers.md."
     )
-    imports = ("docker", "kvmguest.agents.docker.ocf_actions")
+    imports = ("kvmguest.agents.docker.lean",)
     per_node = True
 
     def from_environ(self, environ: Mapping[str, str]) -> DaemonEnv:
