@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from urllib.parse import urlsplit
 
 
 def start_time(pid: int) -> int | None:
@@ -28,8 +27,8 @@ def alive(pid: int, started: int | None) -> bool:
 
 
 def socket_path(host: str) -> str | None:
-    parts = urlsplit(host)
-    return parts.path if parts.scheme == "unix" else None
+    # Not urllib.parse: the lean monitor comes through here (it costs ~4 ms to import).
+    return host[len("unix://") :] if host.startswith("unix://") else None
 
 
 def _listening_inodes(path: str) -> set[str]:
