@@ -81,7 +81,8 @@ def _daemon_kill(a: Agent, e: Engine, name: str) -> tuple[float, float]:
     """(detection, recovery) seconds of one kill -9 under the daemon."""
     pid = _wait(lambda: _pid(e, name), 60)
     # The daemon watches the pid its last monitor saw: wait until it has seen this one.
-    _wait(lambda: any(f"(pid {pid})" in h["detail"] for h in a.history("ct", limit=30)), 60)
+    _wait(lambda: any(h["kind"] == "decision" and f"(pid {pid})" in h["detail"]
+                      for h in a.history("ct", limit=30)), 60)  # fmt: skip
     t0 = time.time()
     os.kill(pid, signal.SIGKILL)
     gone = f"container process {pid} exited"

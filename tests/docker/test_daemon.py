@@ -10,6 +10,8 @@ import re
 import shutil
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,20 @@ def _agent(box: Box, tmp_path: Path) -> Agent:
     return a
 
 
+@contextmanager
+def _running(box: Box, tmp_path: Path, **attrs: object) -> Iterator[Agent]:
+    """The daemon, with the box's container autostarted and ONLINE."""
+    box.autostart = True
+    box.write(**FAST, **attrs)
+    a = _agent(box, tmp_path)
+    a.start()
+    try:
+        a.wait_state(box.res, "ONLINE", 60)
+        yield a
+    finally:
+        a.stop()
+
+
 def _event_ts(a: Agent, res: str, pattern: str) -> float:
     for row in a.history(res):
         if re.search(pattern, row["detail"]):
@@ -38,16 +54,11 @@ def _event_ts(a: Agent, res: str, pattern: str) -> float:
 
 
 def test_kill_9_is_seen_at_once_and_recovered(box: Box, tmp_path: Path) -> None:
-    box.autostart = True
-    box.write(RestartLimit=1, **FAST)
-    a = _agent(box, tmp_path)
-    a.start()
-    try:
-        a.wait_state(box.res, "ONLINE", 60)
+    with _running(box, tmp_path, RestartLimit=1) as a:
         pid = wait_until(box.pid, bool, 30, "container pid")
-        # The daemon watches the pid the monitor saw (pidfd): wait until it does.
-        a.wait_history(box.res, lambda h: "online" in h["detail"].lower(), 30, "online done")
-        time.sleep(0.5)
+        # The daemon watches the pid its monitor saw (pidfd): wait until it has seen it.
+        a.wait_history(box.res, lambda h: h["kind"] == "decision" and f"(pid {pid})" in h["detail"],
+                       30, "the monitor saw the pid")  # fmt: skip
         killed = time.time()
         os.kill(pid, signal.SIGKILL)
         a.wait_history(box.res, lambda h: f"container process {pid} exited" in h["detail"],
@@ -58,31 +69,22 @@ def test_kill_9_is_seen_at_once_and_recovered(box: Box, tmp_path: Path) -> None:
         a.wait_state(box.res, "ONLINE", 60)
         assert box.status() == "running" and box.pid() == new
         assert a.state(box.res) == "ONLINE"
-    finally:
-        a.stop()
 
 
 def test_engine_unreachable_is_unknown_and_no_fault(box: Box, tmp_path: Path) -> None:
-    box.autostart = True
-    box.write(**FAST)
-    a = _agent(box, tmp_path)
-    a.start()
     away = box.engine.sock.with_suffix(".away")
-    try:
-        a.wait_state(box.res, "ONLINE", 60)
+    with _running(box, tmp_path) as a:
         pid = box.pid()
         shutil.move(box.engine.sock, away)
-        a.cli("resource", "probe", box.res)
-        a.wait_state(box.res, "UNKNOWN", 30)
-        shutil.move(away, box.engine.sock)
+        try:
+            a.cli("resource", "probe", box.res)
+            a.wait_state(box.res, "UNKNOWN", 30)
+        finally:
+            shutil.move(away, box.engine.sock)
         a.cli("resource", "probe", box.res)
         a.wait_state(box.res, "ONLINE", 30)
         assert box.pid() == pid  # never restarted
         assert "FAULTED" not in a.history_text(box.res)
-    finally:
-        if away.exists():
-            shutil.move(away, box.engine.sock)
-        a.stop()
 
 
 def test_an_engine_restart(box: Box, tmp_path: Path) -> None:
@@ -90,12 +92,7 @@ def test_an_engine_restart(box: Box, tmp_path: Path) -> None:
     lasts, then ONLINE again, the same process, no fault. dockerd stops its containers: the
     restart is UNKNOWN while it lasts, then the container is OFFLINE and the framework
     recovers it (RestartLimit 1)."""
-    box.autostart = True
-    box.write(RestartLimit=1, **FAST)
-    a = _agent(box, tmp_path)
-    a.start()
-    try:
-        a.wait_state(box.res, "ONLINE", 60)
+    with _running(box, tmp_path, RestartLimit=1) as a:
         pid = box.pid()
         box.engine.stop()
         try:
@@ -108,8 +105,6 @@ def test_an_engine_restart(box: Box, tmp_path: Path) -> None:
         if box.engine.kind == "podman":
             assert box.pid() == pid
         assert "FAULTED" not in a.history_text(box.res)
-    finally:
-        a.stop()
 
 
 def _daemon_block(e: Engine) -> str:

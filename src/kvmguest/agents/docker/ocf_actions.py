@@ -5,8 +5,9 @@ main.cf resource), each action is bounded by Pacemaker's op timeout."""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 
-from kvmguest.agents.base import local_system
+from kvmguest.agents.base import Outcome, local_system
 from kvmguest.agents.docker import checks
 from kvmguest.agents.docker import container as cep
 from kvmguest.agents.docker import engine_ep as dep
@@ -119,6 +120,17 @@ def daemon_from(action: str, env: OcfEnv) -> DaemonParams:
     )  # fmt: skip
 
 
+def _code(out: Outcome) -> tuple[Ocf, str]:
+    return (Ocf.SUCCESS if out.ok else Ocf.ERR_GENERIC), out.message
+
+
+def _stop(offline: Callable[[], Outcome], clean: Callable[[], Outcome]) -> tuple[Ocf, str]:
+    """Stop must succeed or the node is fenced: offline, then clean (a kill) if it failed.
+    Neither touches a foreign container or an engine it cannot verify."""
+    out = offline()
+    return _code(out if out.ok else clean())
+
+
 def run_container(action: str, env: OcfEnv) -> tuple[Ocf, str]:
     ctx = cep.Context(container_from(action, env))
     p = ctx.params
@@ -130,14 +142,9 @@ def run_container(action: str, env: OcfEnv) -> tuple[Ocf, str]:
             result, None, probe=env.meta.probe
         ), f"{p.container_name}: {result.detail}"
     if action == "start":
-        out = cep.online(ctx)
-        return (Ocf.SUCCESS if out.ok else Ocf.ERR_GENERIC), out.message
+        return _code(cep.online(ctx))
     if action == "stop":
-        out = cep.offline(ctx)
-        if not out.ok:
-            # Stop must succeed or the node is fenced: kill it (never a foreign container).
-            out = cep.clean(ctx, 0)
-        return (Ocf.SUCCESS if out.ok else Ocf.ERR_GENERIC), out.message
+        return _stop(lambda: cep.offline(ctx), lambda: cep.clean(ctx, 0))
     if action in ("migrate_to", "migrate_from"):
         return Ocf.ERR_UNIMPLEMENTED, "a container does not live-migrate"
     return Ocf.ERR_UNIMPLEMENTED, f"action {action} is not implemented"
@@ -153,11 +160,7 @@ def run_daemon(action: str, env: OcfEnv) -> tuple[Ocf, str]:
         alive = ctx.engine_pid() is not None if result.state is ResourceState.UNKNOWN else None
         return monitor_code(result, alive, probe=env.meta.probe), result.detail
     if action == "start":
-        out = dep.online(ctx)
-        return (Ocf.SUCCESS if out.ok else Ocf.ERR_GENERIC), out.message
+        return _code(dep.online(ctx))
     if action == "stop":
-        out = dep.offline(ctx)
-        if not out.ok:
-            out = dep.clean(ctx, 0)
-        return (Ocf.SUCCESS if out.ok else Ocf.ERR_GENERIC), out.message
+        return _stop(lambda: dep.offline(ctx), lambda: dep.clean(ctx, 0))
     return Ocf.ERR_UNIMPLEMENTED, f"action {action} is not implemented"

@@ -20,6 +20,13 @@ _CONFIG = (
        "The resource of 'config' that this Pacemaker resource runs.", unique=True),
 )  # fmt: skip
 
+
+def _host(*, unique: bool) -> OcfParam:
+    return _p("docker_host", "string", "", "DockerHost: the engine's API socket URL",
+              "DockerHost. unix:///PATH or tcp://HOST:PORT; empty: the engine's default "
+              "socket.", attr="DockerHost", unique=unique)  # fmt: skip
+
+
 CONTAINER_PARAMS: tuple[OcfParam, ...] = (
     *_CONFIG,
     _p("container_name", "string", "", "ContainerName", "ContainerName. The container's "
@@ -29,9 +36,7 @@ CONTAINER_PARAMS: tuple[OcfParam, ...] = (
        "must be present on the engine unless allow_pull is true.", attr="Image"),
     _p("command", "string", "", "Command (argv)", "Command. The container's argv; empty: "
        "the image's own command." + _WORDS, attr="Command"),
-    _p("docker_host", "string", "", "DockerHost: the engine's API socket URL",
-       "DockerHost. unix:///PATH or tcp://HOST:PORT; empty: the engine's default socket.",
-       attr="DockerHost"),
+    _host(unique=False),
     _p("engine", "string", "docker", "Engine (docker or podman)",
        "Engine. Which engine's default socket an empty docker_host means.", attr="Engine"),
     _p("env", "string", "", "Env (NAME=value ...)", "Env. The container's environment as "
@@ -60,9 +65,7 @@ DAEMON_PARAMS: tuple[OcfParam, ...] = (
     *_CONFIG,
     _p("engine", "string", "docker", "Engine (docker or podman)", "Engine. docker or podman.",
        attr="Engine"),
-    _p("docker_host", "string", "", "DockerHost: the engine's API socket URL",
-       "DockerHost. unix:///PATH or tcp://HOST:PORT; empty: the engine's default socket.",
-       attr="DockerHost", unique=True),
+    _host(unique=True),
     _p("unit", "string", "", "Unit (systemd)", "Unit. The engine's systemd unit, used where "
        "systemd runs; empty: docker.service or podman.service.", attr="Unit"),
     _p("daemon_command", "string", "", "DaemonCommand", "DaemonCommand. Where systemd does not "
