@@ -111,7 +111,8 @@ def _daemon_block(e: Engine) -> str:
     opts = ", ".join(f'"{x}"' for x in e.daemon_argv()[1:])
     attrs = {"Engine": e.kind, "DockerHost": f'"{e.host}"',
              "DaemonCommand": f'"{e.daemon_argv()[0]}"', "DaemonOptions": f"{{ {opts} }}",
-             "DelayAfterOnline": 60, **FAST}  # fmt: skip
+             "DelayAfterOnline": 60, "DaemonEnv": f'{{ CONTAINERS_CONF = "{e.conf}" }}',
+             **FAST}  # fmt: skip
     body = "".join(f"        {k} = {v}\n" for k, v in attrs.items())
     return f"    DockerDaemon engine (\n{body}        )\n"
 
@@ -125,10 +126,7 @@ def test_docker_daemon_resource_orders_the_engine(box: Box, tmp_path: Path) -> N
     box.extra = _daemon_block(e) + f"    {box.res} requires engine\n"
     box.write(**FAST)
     a = _agent(box, tmp_path)
-    env = {"KVMGUEST_ENGINE_RUNDIR": str(tmp_path / "run")}
-    if e.kind == "podman":
-        env["CONTAINERS_CONF"] = str(e.conf)
-    a.start(env=env)
+    a.start(env={"KVMGUEST_ENGINE_RUNDIR": str(tmp_path / "run")})
     try:
         a.wait_state("engine", "OFFLINE", 60)
         r = a.cli("group", "online", "g")

@@ -50,14 +50,14 @@ def _cfg(e: Engine) -> Path:
         "cluster c ( )\nsystem host1 ( )\ngroup g ( SystemList = { host1 = 0 } )\n"
         f'    DockerDaemon eng (\n        Engine = {e.kind}\n        DockerHost = "{e.host}"\n'
         f'        DaemonCommand = "{argv[0]}"\n        DaemonOptions = {{ {opts} }}\n'
-        "        DelayAfterOnline = 60\n        DelayAfterOffline = 30\n        )\n"
+        "        DelayAfterOnline = 60\n        DelayAfterOffline = 30\n"
+        f'        DaemonEnv = {{ CONTAINERS_CONF = "{e.conf}" }}\n        )\n'
     )
     return cfg
 
 
 def _run(e: Engine, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KVMGUEST_ENGINE_RUNDIR": str(e.dir / "run"),
-           "CONTAINERS_CONF": str(e.conf)}  # fmt: skip
+    env = {**os.environ, "KVMGUEST_ENGINE_RUNDIR": str(e.dir / "run")}
     return subprocess.run([PYTHON, "-m", "kvmguest", "--system", "host1", *args, "-c",
                            str(_cfg(e))], capture_output=True, text=True, timeout=180,
                           env=env)  # fmt: skip

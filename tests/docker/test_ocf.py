@@ -92,10 +92,9 @@ def test_ocf_tester_daemon(ocf_dir: Path, engine: Engine, tmp_path: Path) -> Non
     own.conf.write_text((engine.conf).read_text())
     argv = own.daemon_argv()
     opts = ["engine=" + own.kind, "docker_host=" + own.host, "daemon_command=" + argv[0],
-            "daemon_options=" + shlex.join(argv[1:]), "delay_after_offline=30"]  # fmt: skip
+            "daemon_options=" + shlex.join(argv[1:]), "delay_after_offline=30",
+            f"daemon_env=CONTAINERS_CONF={own.conf}"]  # fmt: skip
     env = {"KVMGUEST_ENGINE_RUNDIR": str(tmp_path / "run")}
-    if own.kind == "podman":
-        env["CONTAINERS_CONF"] = str(own.conf)
     try:
         _tester(ocf_dir / "DockerDaemon", opts, env)
         assert not own.answers()

@@ -113,7 +113,7 @@ CONTAINER_CHECKS: dict[str, Check] = {
     "StopTimeout": _range("StopTimeout"), "DelayAfterOnline": _range("DelayAfterOnline"),
 }  # fmt: skip
 DAEMON_CHECKS: dict[str, Check] = {
-    "Engine": check_engine, "DockerHost": check_host,
+    "Engine": check_engine, "DockerHost": check_host, "DaemonEnv": _keys("DaemonEnv", _ENV_KEY),
     "DelayAfterOnline": _range("DelayAfterOnline"),
     "DelayAfterOffline": _range("DelayAfterOffline"),
 }  # fmt: skip

@@ -127,7 +127,8 @@ def _spawn(ctx: Context) -> subprocess.Popen[bytes]:
         try:
             # Its own session: it outlives this process, and clean kills its whole group.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True, close_fds=True)  # fmt: skip
+                                    start_new_session=True, close_fds=True,
+                                    env={**os.environ, **p.env})  # fmt: skip
         except OSError as e:
             raise AgentError(f"cannot run {argv[0]}: {e.strerror}") from None
     started = procs.start_time(proc.pid)

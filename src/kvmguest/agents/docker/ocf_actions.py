@@ -116,7 +116,8 @@ def daemon_from(action: str, env: OcfEnv) -> DaemonParams:
         unit=env.get("unit") or DEFAULT_UNITS[engine],
         command=env.get("daemon_command") or DEFAULT_COMMANDS[engine],
         options=_words(env, "daemon_options"), delay_online=_int(env, "delay_after_online"),
-        delay_offline=_int(env, "delay_after_offline"), statics=statics,
+        delay_offline=_int(env, "delay_after_offline"), env=_pairs(env, "daemon_env"),
+        statics=statics,
     )  # fmt: skip
 
 

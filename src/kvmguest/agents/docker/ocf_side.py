@@ -79,6 +79,9 @@ DAEMON_PARAMS: tuple[OcfParam, ...] = (
     _p("delay_after_offline", "integer", "30", "DelayAfterOffline (s)",
        "DelayAfterOffline. Upper bound of stop's wait for the engine to exit.",
        attr="DelayAfterOffline"),
+    _p("daemon_env", "string", "", "DaemonEnv (NAME=value ...)",
+       "DaemonEnv. Environment of daemon_command (for example CONTAINERS_CONF for "
+       "Podman)." + _WORDS, attr="DaemonEnv"),
 )  # fmt: skip
 
 

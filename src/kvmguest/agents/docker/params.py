@@ -91,6 +91,7 @@ class DaemonParams:
     options: list[str] = field(default_factory=list)
     delay_online: int = 30
     delay_offline: int = 30
+    env: dict[str, str] = field(default_factory=dict)  # DaemonEnv
     statics: Mapping[str, Typed] = field(default_factory=dict, repr=False)
 
     def timeout(self, entry_point: str) -> int:
@@ -144,5 +145,6 @@ def daemon_params(loaded: Loaded, resource: str, system: str | None) -> DaemonPa
         options=_list(v["DaemonOptions"]),
         delay_online=_int(v["DelayAfterOnline"]),
         delay_offline=_int(v["DelayAfterOffline"]),
+        env=_assoc(v["DaemonEnv"]),
         statics=statics,
     )
