@@ -97,9 +97,10 @@ def engine_absent(host: str, engine: str, name: str) -> str | None:
     so a Podman container is not running only when no conmon of it is left."""
     if socket_path(host) is None or socket_holder(host) is not None:
         return None
+    # Whatever Engine says: a Podman socket named with Engine = docker must not make a
+    # running Podman container look stopped.
+    if _conmon_of(name) is not None:
+        return None
     if engine == "podman":
-        pid = _conmon_of(name)
-        if pid is not None:
-            return None
         return f"no Podman service at {host} and no conmon of container {name}"
     return f"no engine process at {host} (dockerd's containers stop with it)"
