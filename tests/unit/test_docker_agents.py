@@ -136,3 +136,10 @@ def test_the_lean_monitor_does_not_import_the_docker_sdk(tmp_path: Path) -> None
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "OFFLINE"  # no engine process there, and none of its containers
+
+
+def test_validate_says_when_the_docker_sdk_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "docker", None)  # type: ignore[arg-type]
+    cfg = parse_text(CF, "main.cf")[0]
+    found = [str(d) for d in validate(cfg)]
+    assert any("needs the Docker SDK for Python: pip install docker" in f for f in found), found

@@ -3,6 +3,7 @@ attributes' types, each with its position (``file:line:col``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -119,6 +120,13 @@ DAEMON_CHECKS: dict[str, Check] = {
 }  # fmt: skip
 
 
+def _have_docker_sdk() -> bool:
+    try:
+        return importlib.util.find_spec("docker") is not None
+    except (ImportError, ValueError):  # ValueError: a module blocked in sys.modules
+        return False
+
+
 def _systems_of(cfg: Config, block: Block) -> list[str]:
     group = cfg.groups.get(block.group or "")
     sl = group.attrs.get("SystemList") if group else None
@@ -146,6 +154,10 @@ def _run(
         needed = _systems_of(cfg, block)
         if not needed or any(local.get(s) in (None, "") for s in needed):
             out.append(Diagnostic(block.pos, f"{block.kind} {block.name}: {attr} is required"))
+    # The package runs without the SDK (a KVM-only host); these resources do not.
+    if not _have_docker_sdk():
+        out.append(Diagnostic(block.pos, f"{block.kind} {block.name}: needs the Docker SDK for "
+                              "Python: pip install docker (Debian: python3-docker)"))  # fmt: skip
     return out
 
 
