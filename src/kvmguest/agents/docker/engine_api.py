@@ -59,7 +59,10 @@ def classify(e: BaseException, host: str, what: str) -> AgentError:
     if isinstance(e, docker.errors.APIError):
         expl = e.explanation if isinstance(e.explanation, str) else str(e.explanation or "")
         return EngineError(f"{what}: engine error {_status(e)}: {expl}".strip(), _status(e))
-    if isinstance(e, docker.errors.DockerException):
+    if isinstance(
+        e, docker.errors.DockerException | requests.exceptions.RequestException | OSError
+    ):
+        # A broken answer or transport (a connection cut mid-stream, a garbled reply).
         return Unreachable(f"{what}: engine at {host}: {type(e).__name__}")
     raise e
 
