@@ -31,10 +31,9 @@ from typing import Any
 from common import REPO, median_ms, p
 
 sys.path.insert(0, str(REPO))
+import docker
 from tests.daemon.conftest import Agent
 from tests.docker.engines import IMAGE, SLEEPER, Engine, missing
-
-import docker
 
 HEARTBEAT = Path("/usr/lib/ocf/resource.d/heartbeat")
 PYTHON = str(REPO / ".venv/bin/python")

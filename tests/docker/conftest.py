@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
-import docker
 from kvmguest.agents.base import Env
 from kvmguest.agents.loader import Loaded
 
