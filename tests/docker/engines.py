@@ -110,6 +110,8 @@ class Engine:
             return ["dockerd", "--data-root", str(d / "data"), "--exec-root", str(d / "exec"),
                     "--pidfile", str(d / "docker.pid"), "-H", self.host,
                     "--iptables=false", "--ip6tables=false", "--bridge=none",
+                    # The host's sysctls are shared with other tests: leave forwarding alone.
+                    "--ip-forward=false", "--ip-masq=false",
                     "--containerd-namespace", ns,
                     "--containerd-plugins-namespace", f"{ns}-plugins"]  # fmt: skip
         return [*self.podman_base(), "system", "service", "--time=0", self.host]
