@@ -27,6 +27,9 @@ PACKAGES=(
     libxml2-dev libcurl4-openssl-dev libssl-dev
     # Pacemaker / Corosync test clusters, ocf-tester
     pacemaker corosync resource-agents pacemaker-cli-utils libxml2-utils crmsh
+    # container engines for DockerDaemon / DockerContainer (tests start private instances),
+    # and Debian's Docker SDK for the package
+    docker.io podman runc python3-docker
     # namespaces, networking, misc tools used by the scripts
     iproute2 util-linux mount procps coreutils ca-certificates
     # the Debian package (scripts/package-test.sh): build, lintian, and the runtime

@@ -17,7 +17,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PKG = SRC / "kvmguest"
-DRIVERS = {"libvirt", "libvirtaio", "ovirtsdk4"}
+DRIVERS = {"libvirt", "libvirtaio", "ovirtsdk4", "docker"}
 # The floors, top down. A module may import from a lower floor and from its own room (the
 # first component below kvmguest), never from a higher floor or from another room on its own
 # floor. The small shared modules and the test support live on the ground floor.

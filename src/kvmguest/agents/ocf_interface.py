@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from kvmguest.model.excerpt import excerpt
 from kvmguest.model.integers import parse_int
@@ -83,17 +82,56 @@ def monitor_code(result: MonitorResult, qemu_alive: bool | None, *, probe: bool)
     return Ocf.ERR_GENERIC if probe else Ocf.DEGRADED
 
 
-class OcfParam(NamedTuple):
-    name: str
-    kind: str  # the OCF content type: string, integer or boolean
-    default: str
-    shortdesc: str
-    longdesc: str
-    attr: str | None = None  # the KVMGuest attribute (VCS name) it sets
-    key: str | None = None  # ... and the key, for an association
-    cluster_attr: str | None = None  # or a cluster attribute
-    system_attr: str | None = None  # or a system attribute, as "SYSTEM=VALUE ..." pairs
-    unique: bool = False
+class _Record:
+    """A small immutable record: equal by its fields. Not typing.NamedTuple: importing
+    typing costs the lean monitor path of every interval ~10 ms."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Record)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class OcfParam(_Record):
+    __slots__ = ("attr", "cluster_attr", "default", "key", "kind", "longdesc", "name",
+                 "shortdesc", "system_attr", "unique")  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,  # the OCF content type: string, integer or boolean
+        default: str,
+        shortdesc: str,
+        longdesc: str,
+        attr: str | None = None,  # the attribute (VCS name) it sets
+        key: str | None = None,  # ... and the key, for an association
+        cluster_attr: str | None = None,  # or a cluster attribute
+        system_attr: str | None = None,  # or a system attribute, as "SYSTEM=VALUE ..." pairs
+        unique: bool = False,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.default = default
+        self.shortdesc = shortdesc
+        self.longdesc = longdesc
+        self.attr = attr
+        self.key = key
+        self.cluster_attr = cluster_attr
+        self.system_attr = system_attr
+        self.unique = unique
 
     @property
     def vcs_name(self) -> str:
@@ -136,14 +174,24 @@ def ocf_bool(value: str) -> bool | None:
     return None
 
 
-class Meta(NamedTuple):
+class Meta(_Record):
     """What Pacemaker says about the action (``OCF_RESKEY_CRM_meta_*``)."""
 
-    timeout_ms: int | None = None
-    interval_ms: int = 0
-    on_node: str | None = None
-    migrate_source: str | None = None
-    migrate_target: str | None = None
+    __slots__ = ("interval_ms", "migrate_source", "migrate_target", "on_node", "timeout_ms")
+
+    def __init__(
+        self,
+        timeout_ms: int | None = None,
+        interval_ms: int = 0,
+        on_node: str | None = None,
+        migrate_source: str | None = None,
+        migrate_target: str | None = None,
+    ) -> None:
+        self.timeout_ms = timeout_ms
+        self.interval_ms = interval_ms
+        self.on_node = on_node
+        self.migrate_source = migrate_source
+        self.migrate_target = migrate_target
 
     @property
     def probe(self) -> bool:
@@ -297,6 +345,14 @@ def flatten(attrs: Mapping[str, object], params: tuple[OcfParam, ...]) -> dict[s
         if p.key is None:
             if isinstance(raw, str):
                 out[p.name] = ocf_value(p, raw)
+            elif isinstance(raw, list | dict):
+                # A list or a whole association as one parameter: shell words ("K=V" for
+                # an association), as the agents that take one read it back (shlex.split).
+                import shlex
+
+                items = raw.items() if isinstance(raw, dict) else None
+                words = [f"{k}={v}" for k, v in items] if items is not None else raw
+                out[p.name] = " ".join(shlex.quote(str(w)) for w in words)
         elif isinstance(raw, dict) and p.key in raw:
             out[p.name] = ocf_value(p, str(raw[p.key]))
     return out
@@ -331,6 +387,9 @@ class OcfSide:
     migrate = False
     # What `kvmguest ocf install` imports in the target Python to prove it can run the agent.
     imports: tuple[str, ...] = ()
+    # One instance on every node of its group's systems (a container engine): the export
+    # makes it a clone, and the group's other members start after it, on the same node.
+    per_node = False
 
     def from_environ(self, environ: Mapping[str, str]) -> OcfEnv:
         raise NotImplementedError

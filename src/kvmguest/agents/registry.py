@@ -34,6 +34,9 @@ class Agent:
     """
 
     type_name: str = ""
+    # The agent an OCF call that names no type means, when there are several (the first
+    # type, for `python -m kvmguest.ocf ACTION` as it always was).
+    ocf_default = False
 
     def type_text(self) -> str:
         """The type's definition in types.cf syntax."""
@@ -149,8 +152,11 @@ def ocf_agents() -> list[Agent]:
 
 
 def default_ocf_agent() -> Agent:
-    """The agent an OCF call that names no type means: the only one there is."""
+    """The agent an OCF call that names no type means: the only one there is, or the one
+    that says it is the default."""
     found = ocf_agents()
+    if len(found) > 1:
+        found = [a for a in found if a.ocf_default] or found
     if len(found) != 1:
         names = ", ".join(a.type_name for a in found) or "none"
         raise KeyError(f"name the resource type (OCF_RESOURCE_TYPE): agents: {names}")

@@ -180,9 +180,19 @@ class Colocation:
 
 
 @dataclass
+class Clone:
+    """A primitive run on every node (an agent whose OCF side is ``per_node``)."""
+
+    id: str
+    rsc: str
+    meta: dict[str, str]
+
+
+@dataclass
 class Export:
     primitives: list[Primitive] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
+    clones: list[Clone] = field(default_factory=list)
     locations: list[Location] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
     colocations: list[Colocation] = field(default_factory=list)
@@ -442,6 +452,10 @@ class _Exporter:
         attrs = gblock.attrs if gblock is not None else {}
         self.report_group(gname, attrs)
         on_fail = "block" if attrs.get("ManageFaults") == "NONE" else None
+        clones = self.per_node_clones(gname, guests, shared, on_fail)
+        guests = [b for b in guests if b.name not in clones]
+        if not guests:
+            return
         contained = contained_faults(self.loaded, gname)
         prims = []
         for b in self.ordered_members(gname, guests):
@@ -462,6 +476,36 @@ class _Exporter:
             self.out.groups.append(Group(top, [p.id for p in prims], group_meta))
         self.out.top[gname] = top
         self.locations(gname, top, attrs)
+        for link in self.cfg.links:
+            if link.child in clones and link.parent in {b.name for b in guests}:
+                # The group needs the engine on its node: start after it, stop before it.
+                base = f"{top}-after-{clones[link.child]}"
+                if not any(
+                    o.first == clones[link.child] and o.then == top for o in self.out.orders
+                ):
+                    self.out.orders.append(Order(self.new_id(base), clones[link.child], top))
+                    self.out.colocations.append(
+                        Colocation(self.new_id(f"{base}-colocation"), top, clones[link.child],
+                                   "INFINITY")
+                    )  # fmt: skip
+
+    def per_node_clones(
+        self, gname: str, blocks: list[Block], shared: dict[str, str], on_fail: str | None
+    ) -> dict[str, str]:
+        """The group's per-node resources (a container engine) as clones: resource name ->
+        clone id. Pacemaker runs one on every node; the group is ordered after it."""
+        out: dict[str, str] = {}
+        for b in blocks:
+            side = self.sides.get(b.kind)  # None: a type mapped to ocf:heartbeat
+            if side is None or not side.per_node:
+                continue
+            prim = self.primitive(b, shared, on_fail)
+            prim.meta.pop("migration-threshold", None)
+            self.out.primitives.append(prim)
+            clone = Clone(self.new_id(f"{prim.id}-clone"), prim.id, {"interleave": "true"})
+            self.out.clones.append(clone)
+            out[b.name] = clone.id
+        return out
 
     def report_group(self, gname: str, attrs: dict[str, Value]) -> None:
         defaults = object_types()["group"].attrs
@@ -624,6 +668,9 @@ def render_crm(e: Export) -> str:
             body.append("meta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in p.meta.items()))
         body += [_crm_op(op) for op in p.ops]
         lines.append(" \\\n\t".join(body))
+    for cl in e.clones:
+        meta = " ".join(f"{k}={_crm_quote(v)}" for k, v in cl.meta.items())
+        lines.append(f"clone {cl.id} {cl.rsc}" + (f" \\\n\tmeta {meta}" if meta else ""))
     for g in e.groups:
         head = f"group {g.id} {' '.join(g.members)}"
         if g.meta:
@@ -703,11 +750,19 @@ def render_xml(e: Export) -> str:
         "<configuration>",
         "  <resources>",
     ]
-    grouped = {m for g in e.groups for m in g.members}
+    grouped = {m for g in e.groups for m in g.members} | {cl.rsc for cl in e.clones}
     prims = {p.id: p for p in e.primitives}
     for p in e.primitives:
         if p.id not in grouped:
             out += _xml_primitive(p, "    ")
+    for cl in e.clones:
+        out.append(f'    <clone id="{cl.id}">')
+        if cl.meta:
+            out.append(f'      <meta_attributes id="{cl.id}-meta">')
+            out += ["        " + x for x in _nv(f"{cl.id}-meta", cl.meta)]
+            out.append("      </meta_attributes>")
+        out += _xml_primitive(prims[cl.rsc], "      ")
+        out.append("    </clone>")
     for g in e.groups:
         out.append(f'    <group id="{g.id}">')
         if g.meta:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 class KVMGuestAgent(Agent):
     type_name = KVMGUEST
+    ocf_default = True  # `python -m kvmguest.ocf ACTION` without a type: KVMGuest, as ever
 
     def type_text(self) -> str:
         import os
