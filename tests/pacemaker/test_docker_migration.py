@@ -7,7 +7,7 @@ under Pacemaker, from a main.cf exported with ``kvmguest export pacemaker``:
   colocated with the engine clone; its data directory is bind-mounted from the nodes'
   shared storage;
 * ``crm_resource --move`` to node2: the container stops on node1 and starts on node2 from
-  the same image and the same data: what was written on node1 is read on node2.
+  the same image and the same data: what was written on node1 is read on node2; and back.
 """
 
 from __future__ import annotations
@@ -81,12 +81,19 @@ group app (
 """
 
 
-@pytest.fixture
-def node_podman(two_node: TwoNodeCluster, ocf_agent: Path) -> Iterator[PodmanNodes]:
-    """A Podman storage per node with the test image in it; the OCF agents installed."""
+@pytest.fixture(scope="session")
+def podman_installed() -> None:
+    """Checked before the cluster starts: without Podman, skip (fail in CI) at once."""
     reasons = missing_podman()
     if reasons:
         unavailable("Podman unavailable in the test nodes: " + "; ".join(reasons))
+
+
+@pytest.fixture
+def node_podman(
+    podman_installed: None, two_node: TwoNodeCluster, ocf_agent: Path
+) -> Iterator[PodmanNodes]:
+    """A Podman storage per node with the test image in it; the OCF agents installed."""
     for agent in ("DockerDaemon", "DockerContainer"):
         assert (ocf_agent.parent / agent).exists(), f"kvmguest ocf install wrote no {agent}"
     engines = PodmanNodes(two_node)
@@ -169,20 +176,25 @@ def test_container_group_moves_with_its_data_to_the_other_node(
     assert engines.state("node1", name) == "running"
     assert engines.state("node2", name) == "absent"
 
-    # 2. Data written on node1, inside the container, into the shared directory.
-    token = f"written on node1 at {time.time():.3f}"
-    engines.podman("node1", "exec", name, "/bin/sh", "-c", f"echo '{token}' >> /data/log")
+    # 2.-4. Data written inside the container on one node, into the shared directory; the
+    #       group moved (stopped there, started on the other node from the same image and
+    #       data); the data read inside the container on the other node. Both ways.
+    expected = ["started"]
+    for source, target in (("node1", "node2"), ("node2", "node1")):
+        token = f"written on {source} at {time.time():.3f}"
+        engines.podman(source, "exec", name, "/bin/sh", "-c", f"echo '{token}' >> /data/log")
+        expected += [token, "started"]
 
-    # 3. Offline migration: stop on node1, start on node2 from the same image and data.
-    c.move(CONTAINER_RES, "node2")
-    wait_started(c, CONTAINER_RES, "node2")
-    assert engines.state("node2", name) == "running"
-    assert engines.state("node1", name) == "absent"  # stopped and removed (RemoveOnOffline)
-    assert sorted(c.where(DAEMON_RES)) == list(NODES)  # the engines stay where they are
+        c.move(CONTAINER_RES, target)
+        wait_started(c, CONTAINER_RES, target)
+        assert engines.state(target, name) == "running"
+        assert engines.state(source, name) == "absent"  # stopped and removed (RemoveOnOffline)
+        assert sorted(c.where(DAEMON_RES)) == list(NODES)  # the engines stay where they are
 
-    # 4. Inside the container on node2: node1's data, and the two starts.
-    log = engines.podman("node2", "exec", name, "cat", "/data/log").splitlines()
-    assert log == ["started", token, "started"], log
+        log = engines.podman(target, "exec", name, "cat", "/data/log").splitlines()
+        assert log == expected, log
+        c.clear(CONTAINER_RES)
+
     st = c.status()
     assert not st.failures, st.failures
-    c.clear(CONTAINER_RES)
+    assert c.where(CONTAINER_RES) == ("node1",)  # stickiness: it stays after --clear
