@@ -294,3 +294,62 @@ def test_exported_crm_loads_with_crmsh(tmp_path: Path, ocf_agent: Path) -> None:
     web1 = next(p for p in root.iter("primitive") if p.get("id") == "web1")
     rules = [e.get("value") for e in web1.iter("expression")]
     assert rules == ["kvm1", "kvm3"]  # the local values' node rules survived crmsh
+
+
+ENGINE_CF = """\
+cluster c ( )
+system n1 ( )
+system n2 ( )
+group engine (
+    SystemList = { n1 = 0, n2 = 0 }
+    AutoStartList = { n1, n2 }
+    Parallel = 1
+    )
+    DockerDaemon podman (
+        Engine = podman
+        DockerHost@n1 = "unix:///srv/n1/podman.sock"
+        DockerHost@n2 = "unix:///srv/n2/podman.sock"
+        )
+group app (
+    SystemList = { n1 = 0, n2 = 1 }
+    AutoStartList = { n1 }
+    )
+    DockerContainer web (
+        ContainerName = web
+        Image = "busybox:test"
+        Engine = podman
+        Volumes = { "/srv/shared/web:/data" }
+        )
+    requires group engine online local firm
+"""
+
+
+def test_parallel_group_exports_as_a_clone_that_containers_follow(tmp_path: Path) -> None:
+    path = tmp_path / "main.cf"
+    path.write_text(ENGINE_CF)
+    cfg, diags = load(path)
+    assert not diags, diags
+    e = export(cfg)
+    assert not [n for n in e.notes if "Parallel" in n], e.notes
+    crm = render_crm(e)
+    assert "clone podman-clone podman" in crm
+    assert "order web-online-local-podman-clone-order Mandatory: podman-clone web" in crm
+    assert "colocation web-online-local-podman-clone-colocation inf: web podman-clone" in crm
+    assert "location podman-clone-on-n2 podman-clone 100: n2" in crm
+    _require_tools(*PCMK_TOOLS)
+    out = tmp_path / "export.xml"
+    out.write_text(render_xml(e))
+    env = _offline_cib(tmp_path, ["n1", "n2"])
+    loaded = subprocess.run(
+        ["cibadmin", "--modify", "--allow-create", "--scope", "configuration",
+         "--xml-file", str(out)], env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    verify = subprocess.run(["crm_verify", "--xml-file", env["CIB_file"]], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    query = subprocess.run(["cibadmin", "--query", "--scope", "resources"], env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    clone = ET.fromstring(query.stdout).find("./clone")
+    assert clone is not None and clone.get("id") == "podman-clone"
+    assert [p.get("id") for p in clone.iter("primitive")] == ["podman"]

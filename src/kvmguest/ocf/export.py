@@ -13,7 +13,8 @@ What maps, and how (docs/pacemaker.md, "kvmguest export pacemaker"):
   RestartLimit -> ``migration-threshold`` (RestartLimit + 1: VCS restarts RestartLimit
   times, then fails over); SupportedOperations with migrate -> ``allow-migrate=true``;
 * a service group -> a Pacemaker group of its exported resources in ``requires`` order
-  (children first; a lone resource stays a primitive); SystemList -> location scores
+  (children first; a lone resource stays a primitive); a parallel group (``Parallel = 1``,
+  say a DockerDaemon: one engine per node) -> a clone of that; SystemList -> location scores
   (lower VCS priority = higher score) and a -INFINITY rule for every other node;
   resource-stickiness above the spread of those scores (VCS does not fail back);
   AutoStart/AutoStartList -> target-role; Frozen/TFrozen -> is-managed=false;
@@ -90,9 +91,9 @@ MAPPED_GROUP_ATTRS = {
     "TFrozen",
     "ManageFaults",
     "FailOverPolicy",
+    "Parallel",
 }
 WHY_GROUP = {
-    "Parallel": "a parallel group (the guest on several nodes at once) is not exported",
     "AutoFailOver": "Pacemaker always fails over (once migration-threshold is reached)",
     "AutoRestart": "Pacemaker restarts per resource (migration-threshold)",
     "OnlineRetryLimit": "no per-group start retries in Pacemaker",
@@ -154,6 +155,16 @@ class Group:
 
 
 @dataclass
+class Clone:
+    """A group or a lone primitive run on every node: a Parallel group, or an agent whose
+    OCF side is ``per_node`` (a container engine)."""
+
+    id: str
+    child: str  # a group or a lone primitive
+    meta: dict[str, str]
+
+
+@dataclass
 class Location:
     id: str
     rsc: str
@@ -180,15 +191,6 @@ class Colocation:
 
 
 @dataclass
-class Clone:
-    """A primitive run on every node (an agent whose OCF side is ``per_node``)."""
-
-    id: str
-    rsc: str
-    meta: dict[str, str]
-
-
-@dataclass
 class Export:
     primitives: list[Primitive] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
@@ -197,7 +199,7 @@ class Export:
     orders: list[Order] = field(default_factory=list)
     colocations: list[Colocation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    # The top-level resource (group or lone primitive) of each exported VCS group.
+    # The top-level resource (clone, group or lone primitive) of each exported VCS group.
     top: dict[str, str] = field(default_factory=dict)
 
     def not_exported(self, what: str) -> None:
@@ -455,6 +457,10 @@ class _Exporter:
         clones = self.per_node_clones(gname, guests, shared, on_fail)
         guests = [b for b in guests if b.name not in clones]
         if not guests:
+            if len(clones) == 1:  # a group of one engine: other groups require the clone
+                top = next(iter(clones.values()))
+                self.out.top[gname] = top
+                self.locations(gname, top, attrs)
             return
         contained = contained_faults(self.loaded, gname)
         prims = []
@@ -468,12 +474,21 @@ class _Exporter:
                 prims.append(self.primitive(b, shared, fail))
         self.out.primitives += prims
         group_meta = self.group_meta(gname, attrs)
+        parallel = attrs.get("Parallel", "0") == "1"
         if len(prims) == 1:
             top = prims[0].id
-            prims[0].meta.update(group_meta)
+            if not parallel:
+                prims[0].meta.update(group_meta)
         else:
             top = self.new_id(gname)
-            self.out.groups.append(Group(top, [p.id for p in prims], group_meta))
+            self.out.groups.append(
+                Group(top, [p.id for p in prims], {} if parallel else group_meta)
+            )
+        if parallel:
+            # One instance on every SystemList system (the locations below keep it there).
+            top_clone = self.new_id(f"{top}-clone")
+            self.out.clones.append(Clone(top_clone, top, group_meta))
+            top = top_clone
         self.out.top[gname] = top
         self.locations(gname, top, attrs)
         for link in self.cfg.links:
@@ -668,13 +683,15 @@ def render_crm(e: Export) -> str:
             body.append("meta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in p.meta.items()))
         body += [_crm_op(op) for op in p.ops]
         lines.append(" \\\n\t".join(body))
-    for cl in e.clones:
-        meta = " ".join(f"{k}={_crm_quote(v)}" for k, v in cl.meta.items())
-        lines.append(f"clone {cl.id} {cl.rsc}" + (f" \\\n\tmeta {meta}" if meta else ""))
     for g in e.groups:
         head = f"group {g.id} {' '.join(g.members)}"
         if g.meta:
             head += " \\\n\tmeta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in g.meta.items())
+        lines.append(head)
+    for cl in e.clones:
+        head = f"clone {cl.id} {cl.child}"
+        if cl.meta:
+            head += " \\\n\tmeta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in cl.meta.items())
         lines.append(head)
     for loc in e.locations:
         score = _crm_score(loc.score)
@@ -750,28 +767,37 @@ def render_xml(e: Export) -> str:
         "<configuration>",
         "  <resources>",
     ]
-    grouped = {m for g in e.groups for m in g.members} | {cl.rsc for cl in e.clones}
+    grouped = {m for g in e.groups for m in g.members}
+    cloned = {c.child: c for c in e.clones}
     prims = {p.id: p for p in e.primitives}
+
+    def meta(owner: str, values: dict[str, str], indent: str) -> list[str]:
+        if not values:
+            return []
+        return [
+            f'{indent}<meta_attributes id="{owner}-meta">',
+            *(indent + "  " + x for x in _nv(f"{owner}-meta", values)),
+            f"{indent}</meta_attributes>",
+        ]
+
+    def group(g: Group, indent: str) -> list[str]:
+        lines = [f'{indent}<group id="{g.id}">', *meta(g.id, g.meta, indent + "  ")]
+        for m in g.members:
+            lines += _xml_primitive(prims[m], indent + "  ")
+        return [*lines, f"{indent}</group>"]
+
+    def top(rid: str, body: list[str]) -> list[str]:
+        clone = cloned.get(rid)
+        if clone is None:
+            return body
+        return [f'    <clone id="{clone.id}">', *meta(clone.id, clone.meta, "      "),
+                *("  " + line for line in body), "    </clone>"]  # fmt: skip
+
     for p in e.primitives:
         if p.id not in grouped:
-            out += _xml_primitive(p, "    ")
-    for cl in e.clones:
-        out.append(f'    <clone id="{cl.id}">')
-        if cl.meta:
-            out.append(f'      <meta_attributes id="{cl.id}-meta">')
-            out += ["        " + x for x in _nv(f"{cl.id}-meta", cl.meta)]
-            out.append("      </meta_attributes>")
-        out += _xml_primitive(prims[cl.rsc], "      ")
-        out.append("    </clone>")
+            out += top(p.id, _xml_primitive(p, "    "))
     for g in e.groups:
-        out.append(f'    <group id="{g.id}">')
-        if g.meta:
-            out.append(f'      <meta_attributes id="{g.id}-meta">')
-            out += ["        " + x for x in _nv(f"{g.id}-meta", g.meta)]
-            out.append("      </meta_attributes>")
-        for m in g.members:
-            out += _xml_primitive(prims[m], "      ")
-        out.append("    </group>")
+        out += top(g.id, group(g, "    "))
     out += ["  </resources>", "  <constraints>"]
     for loc in e.locations:
         if loc.not_on is None:
