@@ -4,6 +4,7 @@ monitor (standard library) answering as the full one."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shlex
 import shutil
@@ -149,3 +150,45 @@ def test_lean_monitor_answers_as_the_full_one(ocf_dir: Path, box: Box) -> None:
                        env={"PATH": os.environ["PATH"], **env})  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert codes() == (7, 7)
+
+
+def _quick(box: Box, **extra: str) -> tuple[int, str] | None:
+    """quick_ocf in a Python without site: what it imports is what the monitor pays."""
+    env = {f"OCF_RESKEY_{k}": v for k, v in (o.split("=", 1) for o in _container_opts(box))}
+    env.update({f"OCF_RESKEY_{k}": v for k, v in extra.items()}, OCF_RESOURCE_INSTANCE="t")
+    code = (
+        "import sys, os\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2] / 'src')!r})\n"
+        "from kvmguest.agents.docker.lean import quick_ocf\n"
+        "r = quick_ocf(os.environ)\n"
+        "heavy = [m for m in ('enum', 'typing', 'kvmguest.agents.ocf_interface', 'docker',"
+        " 'kvmguest.model.states') if m in sys.modules]\n"
+        "print(repr((r, heavy)))\n"
+    )
+    r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                       timeout=60, env={"PATH": os.environ["PATH"], **env})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    result, heavy = ast.literal_eval(r.stdout.strip())
+    assert heavy == [], heavy  # the point of the quick path
+    return result  # type: ignore[no-any-return]
+
+
+def test_the_quick_ocf_monitor_answers_running_and_stopped_only(box: Box) -> None:
+    result = _quick(box)
+    assert result is not None and result[0] == 7 and "no container" in result[1]
+    box.engine.cli("run", "-d", "--name", box.name, "--label", "io.kvmguest.managed=1",
+                   "--network", "none", IMAGE, "sleep", "300")  # fmt: skip
+    result = _quick(box)
+    assert result is not None and result[0] == 0 and "running" in result[1]
+    # What needs judgement goes the usual way: a misspelt parameter (refused there), a
+    # config file, a deep check, an engine that does not answer.
+    assert _quick(box, contaner_name="x") is None
+    assert _quick(box, config="/etc/kvmguest/main.cf") is None
+    assert _quick(box, docker_host="unix:///nonexistent/engine.sock") is None
+
+
+def test_the_quick_monitor_knows_every_container_parameter() -> None:
+    from kvmguest.agents.docker.lean import CONTAINER_PARAM_NAMES
+    from kvmguest.agents.docker.ocf_side import CONTAINER_PARAMS
+
+    assert {p.name for p in CONTAINER_PARAMS} == CONTAINER_PARAM_NAMES

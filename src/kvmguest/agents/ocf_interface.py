@@ -18,14 +18,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
+from kvmguest.agents.ocf_names import IGNORED_RESKEYS, META, RESKEY
 from kvmguest.model.excerpt import excerpt
 from kvmguest.model.integers import parse_int
 from kvmguest.model.states import MonitorResult, ResourceState
 
-RESKEY = "OCF_RESKEY_"
-META = "OCF_RESKEY_CRM_meta_"
-# Set by Pacemaker for every action; not a parameter of ours.
-IGNORED_RESKEYS = {"crm_feature_set"}
 DEFAULT_RSCTMP = "/run/resource-agents"
 
 

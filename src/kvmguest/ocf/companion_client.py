@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+
+TYPE_CHECKING = False  # typing and collections.abc cost every monitor a few ms
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SOCKET_ENV = "KVMGUEST_COMPANION_SOCKET"
 DEFAULT_SOCKET = "/run/kvmguest/pacemaker.sock"

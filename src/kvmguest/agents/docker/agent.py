@@ -10,6 +10,8 @@ from kvmguest.agents.registry import Agent
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the lean monitor path
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from kvmguest.agents.base import Env
     from kvmguest.agents.docker.runtime import ContainerRuntime, DaemonRuntime
     from kvmguest.agents.ocf_interface import OcfSide
@@ -34,6 +36,11 @@ class DockerContainerAgent(Agent):
         from kvmguest.agents.docker.checks import check_container
 
         return check_container(cfg, block, attrs)
+
+    def ocf_quick_monitor(self, environ: Mapping[str, str]) -> tuple[int, str] | None:
+        from kvmguest.agents.docker.lean import quick_ocf
+
+        return quick_ocf(environ)
 
     def runtime(self, env: Env, *, shared: bool = False) -> ContainerRuntime:
         from kvmguest.agents.docker.runtime import ContainerRuntime
