@@ -143,3 +143,37 @@ def test_validate_says_when_the_docker_sdk_is_missing(monkeypatch: pytest.Monkey
     cfg = parse_text(CF, "main.cf")[0]
     found = [str(d) for d in validate(cfg)]
     assert any("needs the Docker SDK for Python: pip install docker" in f for f in found), found
+
+
+STORAGE_CF = """\
+type Mount (
+    static str ArgList[] = { MountPoint, BlockDevice, FSType }
+    str MountPoint
+    str BlockDevice
+    str FSType
+)
+system n1 ( )
+system n2 ( )
+group engine ( SystemList = { n1 = 0, n2 = 1 } Parallel = 1 )
+    DockerDaemon podman ( Engine = podman )
+group web ( SystemList = { n1 = 0, n2 = 1 } )
+    Mount data ( MountPoint = "/srv/web" BlockDevice = "/dev/vdb" FSType = ext4 )
+    DockerContainer app ( ContainerName = app Image = "busybox:latest"
+                          Volumes = { "/srv/web:/data" } )
+    app requires data
+    requires group engine online local firm
+"""
+
+
+def test_the_export_starts_a_container_after_its_storage_and_its_engine() -> None:
+    cfg, diags, _ = parse_text(STORAGE_CF, "main.cf")
+    assert not diags and not [d for d in validate(cfg) if d.severity == "error"]
+    e = export(cfg)
+    kinds = {p.id: (p.provider, p.kind) for p in e.primitives}
+    assert kinds["data"] == (("ocf", "heartbeat"), "Filesystem")
+    # The group starts its members in order: the file system, then the container.
+    assert [(g.id, g.members) for g in e.groups] == [("web", ["data", "app"])]
+    crm = render_crm(e)
+    assert "clone podman-clone podman" in crm
+    assert "order web-online-local-podman-clone-order Mandatory: podman-clone web" in crm
+    assert "colocation web-online-local-podman-clone-colocation inf: web podman-clone" in crm
