@@ -212,3 +212,19 @@ def test_every_stock_vcs_attribute_of_the_issue_is_known(kind: str) -> None:
     )
     missing = [n for n in STOCK[kind].split() if n not in known and not vcs_stock.unused(kind, n)]
     assert missing == []
+
+
+def test_a_vcs_main_cf_with_warnings_gets_the_cached_one_shot_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kvmguest.agents.loader import Loaded
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    main_cf = VCS / "main.cf"
+    cfg, diags = load(main_cf)
+    assert [d for d in diags + validate(cfg) if d.severity == WARNING]  # stock attributes
+    Loaded.from_file(str(main_cf))
+    cached = Loaded.cached(str(main_cf))
+    assert cached is not None and set(cached.cfg.resources) == set(cfg.resources)

@@ -58,8 +58,9 @@ class Loaded(resolver.Loaded):
         diags = diags or validate(cfg)
         if errors_of(diags):
             raise ConfigInvalid(diags)
-        if not diags:  # warnings are printed by the full path, never skipped by the cache
-            config_cache.store(cfg, registry.code_stamp())
+        # Warnings (a stock VCS attribute) are `validate`'s to print, which never reads the
+        # cache: a VCS main.cf gets the cached one-shot path like any other.
+        config_cache.store(cfg, registry.code_stamp())
         return cls(cfg)
 
     @classmethod
