@@ -10,25 +10,31 @@ Enabled = 0 is not managed and does not count.
 from __future__ import annotations
 
 from kvmguest.agents import registry
-from kvmguest.model.config import Block, Config
+from kvmguest.model.config import Block
+from kvmguest.model.resolver import Loaded
 
 
-def managed(block: Block) -> bool:
-    """Enabled = 0 takes a resource out of management (VCS: the agent ignores it)."""
-    return block.attrs.get("Enabled", "1") != "0"
+def managed(loaded: Loaded, block: Block) -> bool:
+    """Enabled = 0 takes a resource out of management (VCS: the agent ignores it); the
+    value as the one resolver types it (a types.cf may change its default)."""
+    return bool(loaded.resource_value(block.name, "Enabled"))
 
 
-def without_agent(cfg: Config, group: str) -> list[Block]:
+def without_agent(loaded: Loaded, group: str) -> list[Block]:
     """The group's managed resources whose type has no agent."""
-    return [b for b in cfg.group_resources(group) if managed(b) and registry.get(b.kind) is None]
+    return [
+        b
+        for b in loaded.cfg.group_resources(group)
+        if managed(loaded, b) and registry.get(b.kind) is None
+    ]
 
 
-def groups_not_run(cfg: Config) -> dict[str, str]:
+def groups_not_run(loaded: Loaded) -> dict[str, str]:
     """Group name -> why no part of it is run here, for the groups that hold a resource
     of a type kvmguest has no agent for."""
     out: dict[str, str] = {}
-    for group in cfg.groups:
-        foreign = without_agent(cfg, group)
+    for group in loaded.cfg.groups:
+        foreign = without_agent(loaded, group)
         if foreign:
             names = ", ".join(f"{b.name} ({b.kind})" for b in foreign)
             out[group] = (

@@ -89,7 +89,7 @@ def agent_cmd(
         if not isinstance(b.attrs.get("SystemList"), dict)
         or env.system in b.attrs["SystemList"]
     ]  # fmt: skip
-    not_run = {g: why for g, why in groups_not_run(loaded.cfg).items() if g in here}
+    not_run = {g: why for g, why in groups_not_run(loaded).items() if g in here}
     mine = [g for g in here if g not in not_run]
     if check:
         emit(obj, {"config": env.config, "system": env.system, "groups": mine,

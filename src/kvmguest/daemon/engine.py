@@ -222,7 +222,7 @@ class Engine:
     def _build(self) -> None:
         system = self.env.system
         saved = self.store.load_snapshots()
-        self.not_run = groups_not_run(self.loaded.cfg)
+        self.not_run = groups_not_run(self.loaded)
         for group_name, group in self.loaded.cfg.groups.items():
             sl = group.attrs.get("SystemList")
             if isinstance(sl, dict) and sl and system not in sl:
@@ -231,7 +231,7 @@ class Engine:
                 log.warning("group %s is not run: %s", group_name, self.not_run[group_name])
                 continue
             for block in self.loaded.cfg.group_resources(group_name):
-                if not managed(block):
+                if not managed(self.loaded, block):
                     continue
                 runtime = self._runtime(block.kind)
                 if runtime is None:

@@ -433,9 +433,9 @@ class _Exporter:
     def group(self, gname: str, gblock: Block | None, shared: dict[str, str]) -> None:
         blocks = [b for b in self.cfg.resources.values() if b.group == gname]
         for b in blocks:
-            if not managed(b):
+            if not managed(self.loaded, b):
                 self.out.not_exported(f"resource {b.name}: Enabled = 0 (not managed, as in VCS)")
-        blocks = [b for b in blocks if managed(b)]
+        blocks = [b for b in blocks if managed(self.loaded, b)]
         guests = [b for b in blocks if b.kind in self.sides or heartbeat(b.kind)]
         exported = {b.name for b in guests}
         for b in blocks:
