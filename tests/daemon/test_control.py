@@ -17,6 +17,7 @@ from kvmguest.daemon.control import (
     MAX_REQUEST,
     ControlError,
     ControlServer,
+    exchange,
     peer_allowed,
     request,
 )
@@ -161,3 +162,15 @@ def test_peer_credentials(tmp_path: Path) -> None:
     with a, b:
         assert peer_allowed(a, None)  # our own uid (and root) are always allowed
         assert peer_allowed(a, os.getgid())
+
+
+def test_an_answer_before_the_request_is_read_is_returned_without_error() -> None:
+    """The agent answers "busy" at once and closes, before reading the request (every slot
+    taken): the client reads that answer and raises nothing (a buffered request that met
+    the closed socket used to raise BrokenPipeError after the answer was read)."""
+    ours, agent = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    agent.sendall(b'{"ok": false, "busy": true, "error": "busy"}\n')
+    agent.close()
+    with ours:
+        replies = list(exchange(ours, b'{"cmd": "status"}\n', "agent.sock"))
+    assert replies == [{"ok": False, "busy": True, "error": "busy"}]

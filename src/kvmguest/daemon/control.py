@@ -205,10 +205,17 @@ def _request_once(
         raise ControlError(f"permission denied on {path}") from None
     except OSError as e:
         raise ControlError(f"cannot reach the agent at {path}: {e.strerror}") from None
-    with sock, sock.makefile("rwb") as f:
+    with sock:
+        yield from exchange(sock, json.dumps({"cmd": cmd, **args}).encode() + b"\n", path)
+
+
+def exchange(sock: socket.socket, data: bytes, path: str) -> Generator[Reply, None, None]:
+    """Send one request on a connected socket and yield the answer's lines."""
+    # The request goes out unbuffered: a buffered writer whose flush met a closed socket
+    # keeps its bytes and raises again when it is closed, after the answer was read.
+    with sock.makefile("rb") as f:
         try:
-            f.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-            f.flush()
+            sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the agent answered and closed before reading: its answer is still there
         try:
@@ -218,7 +225,8 @@ def _request_once(
                 if "ok" in msg:
                     return
         except TimeoutError:
-            raise ControlError(f"the agent did not answer within {timeout:g} s") from None
+            timeout = sock.gettimeout()
+            raise ControlError(f"the agent did not answer within {timeout or 0:g} s") from None
         except ConnectionError as e:
             raise ControlError(f"the agent at {path} dropped the connection: {e}") from None
     raise ControlError("the agent closed the connection without answering")
