@@ -177,3 +177,35 @@ def test_the_export_starts_a_container_after_its_storage_and_its_engine() -> Non
     assert "clone podman-clone podman" in crm
     assert "order web-online-local-podman-clone-order Mandatory: podman-clone web" in crm
     assert "colocation web-online-local-podman-clone-colocation inf: web podman-clone" in crm
+
+
+def _errors(text: str) -> list[str]:
+    cfg, diags, _ = parse_text(text, "main.cf")
+    return [str(d) for d in diags + validate(cfg) if d.severity == "error"]
+
+
+def test_two_resources_on_one_container_or_one_engine_are_refused() -> None:
+    twin = CF + (
+        "group other ( SystemList = { node2 = 0 } )\n"
+        '    DockerContainer app2 ( ContainerName = app Image = "x:1" )\n'
+        "    DockerDaemon engine2 ( Engine = podman\n"
+        '        DockerHost = "unix:///run/podman/podman.sock" )\n'
+    )
+    found = _errors(twin)
+    docker_sock = "'unix:///var/run/docker.sock'"
+    assert any(
+        f"DockerContainer app2: manages container 'app' of the engine at {docker_sock} "
+        "on system node2" in f
+        for f in found
+    ), found
+    assert any("DockerDaemon engine2: manages the engine at" in f for f in found), found
+    # The same name on another engine is another container; a disabled engine manages none.
+    apart = twin.replace('Image = "x:1"', 'Image = "x:1" DockerHost = "unix:///srv/b.sock"')
+    apart = apart.replace("DockerDaemon engine2 (", "DockerDaemon engine2 ( Enabled = 0")
+    assert _errors(apart) == []
+
+
+def test_the_quick_monitor_defaults_are_the_agents() -> None:
+    from kvmguest.agents.docker import lean, params
+
+    assert lean.DEFAULT_HOSTS == params.DEFAULT_HOSTS

@@ -214,10 +214,9 @@ def exchange(sock: socket.socket, data: bytes, path: str) -> Generator[Reply, No
     # The request goes out unbuffered: a buffered writer whose flush met a closed socket
     # keeps its bytes and raises again when it is closed, after the answer was read.
     with sock.makefile("rb") as f:
-        try:
+        # The agent may answer and close before reading: its answer is still there.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the agent answered and closed before reading: its answer is still there
         try:
             for line in f:
                 msg = json.loads(line)

@@ -185,7 +185,8 @@ class _Validator:
                     if diag not in seen:
                         seen.add(diag)
                         self.error(*diag)
-                complete = len(values) == len(attrs)
+                # A disabled resource manages nothing: it cannot fight over its object.
+                complete = len(values) == len(attrs) and values.get("Enabled") is not False
                 ident = rules.identity(values) if rules.identity and complete else None
                 if ident is None:
                     continue

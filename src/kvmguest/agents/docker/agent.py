@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from kvmguest.agents.base import Env
     from kvmguest.agents.docker.runtime import ContainerRuntime, DaemonRuntime
     from kvmguest.agents.ocf_interface import OcfSide
-    from kvmguest.model.attributes import AttrDef
+    from kvmguest.model.attributes import AttrDef, Typed
     from kvmguest.model.config import Block, Config, Diagnostic
     from kvmguest.model.resolver import Loaded
     from kvmguest.model.states import MonitorResult
@@ -36,6 +36,14 @@ class DockerContainerAgent(Agent):
         from kvmguest.agents.docker.checks import check_container
 
         return check_container(cfg, block, attrs)
+
+    def identity(self, values: dict[str, Typed]) -> str | None:
+        from kvmguest.agents.docker.params import default_host
+        from kvmguest.model.excerpt import excerpt
+
+        name = str(values.get("ContainerName", ""))
+        host = default_host(str(values.get("Engine", "docker")), str(values.get("DockerHost", "")))
+        return f"container {excerpt(name)} of the engine at {excerpt(host)}" if name else None
 
     def ocf_quick_monitor(self, environ: Mapping[str, str]) -> tuple[int, str] | None:
         from kvmguest.agents.docker.lean import quick_ocf
@@ -77,6 +85,13 @@ class DockerDaemonAgent(Agent):
         from kvmguest.agents.docker.checks import check_daemon
 
         return check_daemon(cfg, block, attrs)
+
+    def identity(self, values: dict[str, Typed]) -> str | None:
+        from kvmguest.agents.docker.params import default_host
+        from kvmguest.model.excerpt import excerpt
+
+        host = default_host(str(values.get("Engine", "docker")), str(values.get("DockerHost", "")))
+        return f"the engine at {excerpt(host)}"
 
     def runtime(self, env: Env, *, shared: bool = False) -> DaemonRuntime:
         from kvmguest.agents.docker.runtime import DaemonRuntime
