@@ -30,8 +30,6 @@ the main.cf appears in the output or in a note, never silently dropped.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from xml.sax.saxutils import quoteattr
 
 from kvmguest.agents import registry
 from kvmguest.agents.coverage import managed
@@ -41,6 +39,18 @@ from kvmguest.model import vcs_stock
 from kvmguest.model.attributes import AttrDef, Value
 from kvmguest.model.config import Block, Config
 from kvmguest.model.types import effective_attrs, object_types
+from kvmguest.ocf.export_model import (
+    Clone,
+    Colocation,
+    Export,
+    Group,
+    Location,
+    Op,
+    Order,
+    ParamSet,
+    Primitive,
+)
+from kvmguest.ocf.export_render import render_crm, render_xml
 from kvmguest.ocf.export_vcs import (
     HEARTBEAT,
     HeartbeatAgent,
@@ -51,7 +61,9 @@ from kvmguest.ocf.export_vcs import (
 )
 from kvmguest.ocf.export_vcs import fmt as _fmt
 
-PROVIDER = ("ocf", "kvmguest")
+# What callers of the export use: the model, the exporter and the two renderings.
+__all__ = ["Export", "Primitive", "export", "render_crm", "render_xml"]
+
 # Statics that become ops or meta attributes (the rest is reported when it differs from
 # the built-in type).
 MAPPED_STATICS = {
@@ -109,104 +121,6 @@ WHY_GROUP = {
 SECRET_ATTRS = frozenset({"UserNames"})
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 SCORE_STEP = 100
-
-
-@dataclass
-class ParamSet:
-    values: dict[str, str]
-    score: int = 1
-    node: str | None = None  # only on this node (a rule #uname eq node)
-
-
-@dataclass
-class Op:
-    name: str
-    timeout: int
-    interval: int = 0
-    role: str | None = None
-    check_level: int | None = None
-    on_fail: str | None = None
-
-    @property
-    def id_suffix(self) -> str:
-        parts = [self.name, f"{self.interval}s"] if self.interval else [self.name]
-        if self.role:
-            parts.append(self.role.lower())
-        if self.check_level is not None:
-            parts.append(f"level{self.check_level}")
-        return "-".join(parts)
-
-
-@dataclass
-class Primitive:
-    id: str
-    params: list[ParamSet]
-    meta: dict[str, str]
-    ops: list[Op]
-    kind: str  # the resource type: ocf:kvmguest:<kind>
-    provider: tuple[str, str] = PROVIDER  # ocf:heartbeat for a VCS bundled type
-
-
-@dataclass
-class Group:
-    id: str
-    members: list[str]
-    meta: dict[str, str]
-
-
-@dataclass
-class Clone:
-    """A group or a lone primitive run on every node: a Parallel group, or an agent whose
-    OCF side is ``per_node`` (a container engine)."""
-
-    id: str
-    child: str  # a group or a lone primitive
-    meta: dict[str, str]
-
-
-@dataclass
-class Location:
-    id: str
-    rsc: str
-    score: str
-    node: str | None = None
-    # A rule instead of a node: the score applies on every node not in this list.
-    not_on: list[str] | None = None
-
-
-@dataclass
-class Order:
-    id: str
-    first: str
-    then: str
-    kind: str = "Mandatory"
-
-
-@dataclass
-class Colocation:
-    id: str
-    rsc: str
-    with_rsc: str
-    score: str
-
-
-@dataclass
-class Export:
-    primitives: list[Primitive] = field(default_factory=list)
-    groups: list[Group] = field(default_factory=list)
-    clones: list[Clone] = field(default_factory=list)
-    locations: list[Location] = field(default_factory=list)
-    orders: list[Order] = field(default_factory=list)
-    colocations: list[Colocation] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    # The top-level resource (clone, group or lone primitive) of each exported VCS group.
-    top: dict[str, str] = field(default_factory=dict)
-
-    def not_exported(self, what: str) -> None:
-        self.notes.append(f"not exported: {what}")
-
-    def approximated(self, what: str) -> None:
-        self.notes.append(f"approximated: {what}")
 
 
 class _Exporter:
@@ -642,186 +556,3 @@ class _Exporter:
 def export(cfg: Config) -> Export:
     """The Pacemaker model of ``cfg`` (a configuration that passed validation)."""
     return _Exporter(cfg).run()
-
-
-# --- rendering ----------------------------------------------------------------------
-
-
-def _crm_quote(value: str) -> str:
-    if value and re.fullmatch(r"[A-Za-z0-9_.:/@%+,{}=-]+", value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _crm_params(ps: ParamSet) -> str:
-    pairs = " ".join(f"{k}={_crm_quote(v)}" for k, v in ps.values.items())
-    if ps.node is None:
-        return f"params {ps.score}: {pairs}"
-    return f"params {ps.score}: rule #uname eq {ps.node} {pairs}"
-
-
-def _crm_op(op: Op) -> str:
-    parts = [f"op {op.name}", f"interval={op.interval}s", f"timeout={op.timeout}s"]
-    if op.role:
-        parts.append(f"role={op.role}")
-    if op.on_fail:
-        parts.append(f"on-fail={op.on_fail}")
-    if op.check_level is not None:
-        parts.append(f"OCF_CHECK_LEVEL={op.check_level}")
-    return " ".join(parts)
-
-
-def render_crm(e: Export) -> str:
-    lines: list[str] = [
-        "# Generated by kvmguest export pacemaker: load with",
-        "#   crm configure load update FILE",
-    ]
-    for p in e.primitives:
-        body = [f"primitive {p.id} {':'.join((*p.provider, p.kind))}"]
-        body += [_crm_params(ps) for ps in p.params]
-        if p.meta:
-            body.append("meta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in p.meta.items()))
-        body += [_crm_op(op) for op in p.ops]
-        lines.append(" \\\n\t".join(body))
-    for g in e.groups:
-        head = f"group {g.id} {' '.join(g.members)}"
-        if g.meta:
-            head += " \\\n\tmeta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in g.meta.items())
-        lines.append(head)
-    for cl in e.clones:
-        head = f"clone {cl.id} {cl.child}"
-        if cl.meta:
-            head += " \\\n\tmeta " + " ".join(f"{k}={_crm_quote(v)}" for k, v in cl.meta.items())
-        lines.append(head)
-    for loc in e.locations:
-        score = _crm_score(loc.score)
-        if loc.not_on is not None:
-            expr = " and ".join(f"#uname ne {n}" for n in loc.not_on)
-            lines.append(f"location {loc.id} {loc.rsc} rule {score}: {expr}")
-        else:
-            lines.append(f"location {loc.id} {loc.rsc} {score}: {loc.node}")
-    for o in e.orders:
-        lines.append(f"order {o.id} {o.kind}: {o.first} {o.then}")
-    for c in e.colocations:
-        lines.append(f"colocation {c.id} {_crm_score(c.score)}: {c.rsc} {c.with_rsc}")
-    return "\n".join(lines) + "\n"
-
-
-def _crm_score(score: str) -> str:
-    return {"INFINITY": "inf", "-INFINITY": "-inf"}.get(score, score)
-
-
-def _nv(owner: str, values: dict[str, str]) -> list[str]:
-    return [
-        f"<nvpair id={quoteattr(f'{owner}-{k}')} name={quoteattr(k)} value={quoteattr(v)}/>"
-        for k, v in values.items()
-    ]
-
-
-def _xml_primitive(p: Primitive, indent: str) -> list[str]:
-    cls, provider, kind = (*p.provider, p.kind)
-    out = [f'{indent}<primitive id="{p.id}" class="{cls}" provider="{provider}" type="{kind}">']
-    i2, i3 = indent + "  ", indent + "    "
-    for ps in p.params:
-        sid = f"{p.id}-params" + (f"-{ps.node}" if ps.node else "")
-        out.append(f'{i2}<instance_attributes id={quoteattr(sid)} score="{ps.score}">')
-        if ps.node is not None:
-            out.append(
-                f'{i3}<rule id={quoteattr(sid + "-rule")} score="0">'
-                f'<expression id={quoteattr(sid + "-rule-expr")} attribute="#uname" '
-                f'operation="eq" value={quoteattr(ps.node)}/></rule>'
-            )
-        out += [i3 + x for x in _nv(sid, ps.values)]
-        out.append(f"{i2}</instance_attributes>")
-    if p.meta:
-        out.append(f'{i2}<meta_attributes id="{p.id}-meta">')
-        out += [i3 + x for x in _nv(f"{p.id}-meta", p.meta)]
-        out.append(f"{i2}</meta_attributes>")
-    out.append(f"{i2}<operations>")
-    for op in p.ops:
-        oid = f"{p.id}-{op.id_suffix}"
-        attrs = f'id="{oid}" name="{op.name}" interval="{op.interval}s" timeout="{op.timeout}s"'
-        if op.role:
-            attrs += f' role="{op.role}"'
-        if op.on_fail:
-            attrs += f' on-fail="{op.on_fail}"'
-        if op.check_level is None:
-            out.append(f"{i3}<op {attrs}/>")
-        else:
-            out.append(f"{i3}<op {attrs}>")
-            out.append(f'{i3}  <instance_attributes id="{oid}-params">')
-            out += [i3 + "    " + x for x in _nv(oid, {"OCF_CHECK_LEVEL": str(op.check_level)})]
-            out.append(f"{i3}  </instance_attributes>")
-            out.append(f"{i3}</op>")
-    out.append(f"{i2}</operations>")
-    out.append(f"{indent}</primitive>")
-    return out
-
-
-def render_xml(e: Export) -> str:
-    """A ``<configuration>`` with ``<resources>`` and ``<constraints>`` (docs/pacemaker.md
-    shows how to load it with cibadmin)."""
-    out = [
-        "<!-- Generated by kvmguest export pacemaker. Load with:",
-        "     cibadmin --modify --allow-create --scope configuration --xml-file FILE -->",
-        "<configuration>",
-        "  <resources>",
-    ]
-    grouped = {m for g in e.groups for m in g.members}
-    cloned = {c.child: c for c in e.clones}
-    prims = {p.id: p for p in e.primitives}
-
-    def meta(owner: str, values: dict[str, str], indent: str) -> list[str]:
-        if not values:
-            return []
-        return [
-            f'{indent}<meta_attributes id="{owner}-meta">',
-            *(indent + "  " + x for x in _nv(f"{owner}-meta", values)),
-            f"{indent}</meta_attributes>",
-        ]
-
-    def group(g: Group, indent: str) -> list[str]:
-        lines = [f'{indent}<group id="{g.id}">', *meta(g.id, g.meta, indent + "  ")]
-        for m in g.members:
-            lines += _xml_primitive(prims[m], indent + "  ")
-        return [*lines, f"{indent}</group>"]
-
-    def top(rid: str, body: list[str]) -> list[str]:
-        clone = cloned.get(rid)
-        if clone is None:
-            return body
-        return [f'    <clone id="{clone.id}">', *meta(clone.id, clone.meta, "      "),
-                *("  " + line for line in body), "    </clone>"]  # fmt: skip
-
-    for p in e.primitives:
-        if p.id not in grouped:
-            out += top(p.id, _xml_primitive(p, "    "))
-    for g in e.groups:
-        out += top(g.id, group(g, "    "))
-    out += ["  </resources>", "  <constraints>"]
-    for loc in e.locations:
-        if loc.not_on is None:
-            out.append(
-                f'    <rsc_location id="{loc.id}" rsc="{loc.rsc}" node={quoteattr(loc.node or "")} '
-                f'score="{loc.score}"/>'
-            )
-            continue
-        out.append(f'    <rsc_location id="{loc.id}" rsc="{loc.rsc}">')
-        out.append(f'      <rule id="{loc.id}-rule" score="{loc.score}" boolean-op="and">')
-        for i, node in enumerate(loc.not_on):
-            out.append(
-                f'        <expression id="{loc.id}-rule-{i}" attribute="#uname" operation="ne" '
-                f"value={quoteattr(node)}/>"
-            )
-        out += ["      </rule>", "    </rsc_location>"]
-    for o in e.orders:
-        out.append(
-            f'    <rsc_order id="{o.id}" first="{o.first}" then="{o.then}" kind="{o.kind}"/>'
-        )
-    for c in e.colocations:
-        out.append(
-            f'    <rsc_colocation id="{c.id}" rsc="{c.rsc}" with-rsc="{c.with_rsc}" '
-            f'score="{c.score}"/>'
-        )
-    out += ["  </constraints>", "</configuration>"]
-    return "\n".join(out) + "\n"
