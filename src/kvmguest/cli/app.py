@@ -241,8 +241,8 @@ def _apply_globals(ctx: click.Context) -> None:
     obj["system_given"] = bool(system) or obj.get("system_given", False)
 
 
-class Command(click.Command):
-    """A command that accepts the global options after its name too."""
+class _TakesGlobals(click.Command):
+    """Accepts the global options after its name too (``kvmguest monitor --json RES``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -253,20 +253,16 @@ class Command(click.Command):
         return super().invoke(ctx)
 
 
-class SubGroup(click.Group):
+class Command(_TakesGlobals):
+    """A command that accepts the global options after its name too."""
+
+
+class SubGroup(_TakesGlobals, click.Group):
     """A command group below the top (export, ocf): its commands take the global options,
     and so does the group itself (``kvmguest export --json pacemaker``)."""
 
     command_class = Command
     group_class = type  # its own subgroups are SubGroups too
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.params.extend(_global_params())
-
-    def invoke(self, ctx: click.Context) -> Any:
-        _apply_globals(ctx)
-        return super().invoke(ctx)
 
 
 class Group(click.Group):
